@@ -1,0 +1,82 @@
+//! HTTP/1.x request and status lines, from the first bytes of a request's
+//! first read and its response's first write. Nothing past the first line is
+//! looked at, and nothing is kept but method, path and status.
+
+/// Method and path (without query string) of an HTTP/1.x request line.
+pub fn parse_request_line(bytes: &[u8]) -> Option<(String, String)> {
+    let line = first_line(bytes);
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next()?;
+    let target = parts.next()?;
+    let version = parts.next()?;
+    if method.is_empty() || method.len() > 16 || !method.iter().all(u8::is_ascii_uppercase) {
+        return None;
+    }
+    if !version.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    let path = target.split(|&b| b == b'?' || b == b'#').next().unwrap_or(target);
+    if path.is_empty() {
+        return None;
+    }
+    Some((ascii(method), ascii(path)))
+}
+
+/// Status code of an HTTP/1.x status line.
+pub fn parse_status_line(bytes: &[u8]) -> Option<u16> {
+    let rest = bytes.strip_prefix(b"HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    if rest.get(1) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+/// An interim (1xx) response, such as `100 Continue`, precedes the real one.
+pub fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status)
+}
+
+fn first_line(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+fn ascii(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_line() {
+        assert_eq!(
+            parse_request_line(b"GET /api/users?id=3 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(("GET".into(), "/api/users".into()))
+        );
+        assert_eq!(parse_request_line(b"POST / HTTP/1.0\r\n"), Some(("POST".into(), "/".into())));
+    }
+
+    #[test]
+    fn truncated_request_line_without_version_is_rejected() {
+        assert_eq!(parse_request_line(b"GET /very/long/pa"), None);
+    }
+
+    #[test]
+    fn non_http_is_rejected() {
+        assert_eq!(parse_request_line(b"\x16\x03\x01\x02\x00\x01"), None);
+        assert_eq!(parse_request_line(b"PRI * HTTP/2.0\r\n"), None);
+        assert_eq!(parse_request_line(b"get / HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn status_line() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.0 404 Not Found\r\n"), Some(404));
+        assert_eq!(parse_status_line(b"HTTP/1.1 100 Continue\r\n"), Some(100));
+        assert_eq!(parse_status_line(b"hello"), None);
+        assert_eq!(parse_status_line(b"HTTP/1.1 2"), None);
+    }
+}

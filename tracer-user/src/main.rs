@@ -1,0 +1,91 @@
+//! `tracer`: where did each request's time go? An eBPF latency tracer for
+//! live HTTP servers, without changing or restarting them.
+
+mod chain;
+mod collector;
+mod events;
+mod flame;
+mod http;
+mod oracle;
+mod preflight;
+mod probes;
+mod procfs;
+mod report;
+mod session;
+mod stats;
+mod summary;
+mod tracefs;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tracer", version, about = "Per-request blocking chains and flame graphs of live HTTP servers, from eBPF")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Trace running processes.
+    Record {
+        /// Process to trace (repeat for several, e.g. nginx workers).
+        #[arg(long = "pid", short = 'p', required = true)]
+        pids: Vec<u32>,
+        /// Do not trace the descendants of the given processes.
+        #[arg(long)]
+        no_children: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Start a command and trace it (and the processes it forks).
+    Exec {
+        #[command(flatten)]
+        common: Common,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Stop after this many seconds (default: until Ctrl-C or the processes exit).
+    #[arg(long, short = 'd')]
+    duration: Option<f64>,
+    /// Directory for the outputs (default: ./tracer-YYYYMMDD-HHMMSS).
+    #[arg(long, short = 'o')]
+    out: Option<PathBuf>,
+}
+
+impl Common {
+    fn settings(self, children: bool) -> anyhow::Result<session::Settings> {
+        let duration = match self.duration {
+            Some(d) if !(d > 0.0 && d.is_finite()) => anyhow::bail!("--duration must be a positive number of seconds"),
+            Some(d) => Some(Duration::from_secs_f64(d)),
+            None => None,
+        };
+        Ok(session::Settings { duration, out: self.out, children })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Record { pids, no_children, common } => session::reject_self(&pids)
+            .and_then(|()| common.settings(!no_children))
+            .and_then(|s| session::run(session::Target::Pids(pids), s)),
+        Cmd::Exec { common, command } => {
+            common.settings(true).and_then(|s| session::run(session::Target::Command(command), s))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

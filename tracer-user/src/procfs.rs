@@ -1,0 +1,200 @@
+//! What `/proc` tells about traced processes: names, children, and their TCP
+//! sockets (listeners and connections open before tracing began).
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("no such process: {0}")]
+    NoSuchProcess(u32),
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+fn read(path: &str) -> Result<String, ProcError> {
+    fs::read_to_string(path).map_err(|source| ProcError::Io { path: path.to_string(), source })
+}
+
+pub fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A process that has exited but was not yet reaped still has a /proc entry.
+pub fn is_alive(pid: u32) -> bool {
+    match read(&format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+pub fn comm(pid: u32) -> Result<String, ProcError> {
+    if !exists(pid) {
+        return Err(ProcError::NoSuchProcess(pid));
+    }
+    Ok(read(&format!("/proc/{pid}/comm"))?.trim_end().to_string())
+}
+
+/// The thread group id of `pid`: differs from `pid` when it names a thread.
+pub fn tgid(pid: u32) -> Option<u32> {
+    let status = read(&format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// All descendant processes of `pid` (not threads), depth first.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            let path = task.path().join("children");
+            let Ok(children) = fs::read_to_string(&path) else { continue };
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                if !out.contains(&child) {
+                    out.push(child);
+                    stack.push(child);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Socket inode of each fd of `pid` that is a socket.
+pub fn socket_fds(pid: u32) -> HashMap<u64, i32> {
+    let mut out = HashMap::new();
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return out };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if let Some(inode) = fs::read_link(entry.path()).ok().and_then(|l| socket_inode(&l.to_string_lossy())) {
+            out.insert(inode, fd);
+        }
+    }
+    out
+}
+
+/// Socket inode of one fd, if it is a socket.
+pub fn fd_socket_inode(pid: u32, fd: i32) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    socket_inode(&link.to_string_lossy())
+}
+
+fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// TCP states of `/proc/net/tcp` used here.
+pub const TCP_ESTABLISHED: u8 = 0x01;
+pub const TCP_LISTEN: u8 = 0x0A;
+
+/// One line of `/proc/<pid>/net/tcp{,6}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: u8,
+    pub inode: u64,
+}
+
+/// The TCP sockets visible in `pid`'s network namespace, by inode.
+pub fn tcp_sockets(pid: u32) -> HashMap<u64, TcpSocket> {
+    let mut out = HashMap::new();
+    for file in ["tcp", "tcp6"] {
+        let Ok(text) = read(&format!("/proc/{pid}/net/{file}")) else { continue };
+        for sock in text.lines().skip(1).filter_map(parse_tcp_line) {
+            out.insert(sock.inode, sock);
+        }
+    }
+    out
+}
+
+fn parse_tcp_line(line: &str) -> Option<TcpSocket> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let local = parse_hex_addr(f.get(1)?)?;
+    let remote = parse_hex_addr(f.get(2)?)?;
+    let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
+    let inode = f.get(9)?.parse().ok()?;
+    Some(TcpSocket { local, remote, state, inode })
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6), in the kernel's
+/// native-endian 32-bit words, then a hex port.
+fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).map(u32::from_be))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let ip = match words.as_slice() {
+        [w] => IpAddr::V4(Ipv4Addr::from(w.to_be_bytes())),
+        [a, b, c, d] => {
+            let mut bytes = [0u8; 16];
+            for (i, w) in [a, b, c, d].iter().enumerate() {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+            }
+            let v6 = Ipv6Addr::from(bytes);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Listening TCP ports of `pid`, with the fd that holds each.
+pub fn listeners(pid: u32) -> Vec<(u16, i32)> {
+    let fds = socket_fds(pid);
+    let mut seen = HashSet::new();
+    let mut out: Vec<(u16, i32)> = tcp_sockets(pid)
+        .values()
+        .filter(|s| s.state == TCP_LISTEN)
+        .filter_map(|s| fds.get(&s.inode).map(|&fd| (s.local.port(), fd)))
+        .filter(|entry| seen.insert(*entry))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ipv4_line() {
+        let line = "   1: 0100007F:1F90 0100007F:D6A4 01 00000000:00000000 00:00000000 00000000     0        0 41234 1 0000000000000000 20 4 30 10 -1";
+        let s = parse_tcp_line(line).expect("line");
+        assert_eq!(s.local, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(s.remote, "127.0.0.1:54948".parse().expect("addr"));
+        assert_eq!((s.state, s.inode), (TCP_ESTABLISHED, 41234));
+    }
+
+    #[test]
+    fn parses_ipv6_and_mapped_ipv4() {
+        let any = parse_hex_addr("00000000000000000000000000000000:1F90").expect("addr");
+        assert_eq!(any, "[::]:8080".parse().expect("addr"));
+        let mapped = parse_hex_addr("0000000000000000FFFF00000100007F:0050").expect("addr");
+        assert_eq!(mapped, "127.0.0.1:80".parse().expect("addr"));
+        let lo = parse_hex_addr("00000000000000000000000001000000:0050").expect("addr");
+        assert_eq!(lo, "[::1]:80".parse().expect("addr"));
+    }
+
+    #[test]
+    fn this_process_is_alive_and_named() {
+        let me = std::process::id();
+        assert!(is_alive(me));
+        assert_eq!(tgid(me), Some(me));
+        assert!(!comm(me).expect("comm").is_empty());
+    }
+
+    #[test]
+    fn finds_own_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        assert!(listeners(std::process::id()).iter().any(|&(p, _)| p == port));
+    }
+}

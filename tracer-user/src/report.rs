@@ -1,0 +1,206 @@
+//! `report.json`: the machine-readable summary whose shape DESIGN.md fixes
+//! (routes, slowest, listeners, connections, requests, dropped_events).
+
+use std::{collections::BTreeMap, time::SystemTime};
+
+use serde::Serialize;
+
+use crate::{
+    chain::Stage,
+    collector::Collector,
+    probes::Counters,
+    stats::{RouteStats, SlowRequest, outcome_name, us},
+};
+
+#[derive(Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub processes: Vec<ProcessInfo>,
+    pub connections: u64,
+    pub requests: u64,
+    /// Records lost in the kernel (ring buffer full) or syscalls that could
+    /// not be followed (in-flight table full). Never silently zero.
+    pub dropped_events: u64,
+    pub drops: Drops,
+    pub events: u64,
+    pub events_per_s: f64,
+    pub routes: Vec<RouteReport>,
+    pub slowest: Vec<SlowReport>,
+    pub listeners: Vec<ListenerReport>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    /// Whether the process exited while traced.
+    pub exited: bool,
+}
+
+#[derive(Serialize)]
+pub struct Drops {
+    pub ringbuf_full: u64,
+    pub inflight_table_full: u64,
+    pub socket_table_full: u64,
+    pub payload_unreadable: u64,
+}
+
+#[derive(Serialize)]
+pub struct StageReport {
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub total_us: u64,
+}
+
+#[derive(Serialize)]
+pub struct RouteReport {
+    pub method: String,
+    pub path: String,
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub stages: BTreeMap<&'static str, StageReport>,
+    pub statuses: BTreeMap<String, u64>,
+    pub outcomes: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Serialize)]
+pub struct Blocked {
+    pub what: String,
+    pub us: u64,
+}
+
+#[derive(Serialize)]
+pub struct SlowReport {
+    pub method: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub peer: Option<String>,
+    pub pid: u32,
+    pub process: String,
+    pub started_at: String,
+    pub total_us: u64,
+    pub outcome: &'static str,
+    pub stages: BTreeMap<&'static str, u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub blocked_on: Vec<Blocked>,
+}
+
+#[derive(Serialize)]
+pub struct ListenerReport {
+    pub port: u16,
+    pub pids: Vec<u32>,
+    pub accepted: u64,
+    pub backlog_limit: Option<u32>,
+    pub queue_peak: Option<u32>,
+    pub overflows: Option<u64>,
+}
+
+/// What the session knows besides the collector.
+pub struct Meta {
+    pub started: SystemTime,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, to date kernel timestamps.
+    pub realtime_offset_ns: i128,
+    pub duration_s: f64,
+    pub processes: Vec<ProcessInfo>,
+    pub counters: Counters,
+    pub warnings: Vec<String>,
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn wall(meta: &Meta, mono_ns: u64) -> String {
+    let ns = i128::from(mono_ns) + meta.realtime_offset_ns;
+    let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
+    rfc3339(t)
+}
+
+fn route_report(key: &crate::stats::RouteKey, r: &RouteStats) -> RouteReport {
+    let stages = Stage::ALL
+        .iter()
+        .map(|&s| {
+            let st = r.stage(s);
+            (s.name(), StageReport { p50_us: st.hist.quantile(0.5), p99_us: st.hist.quantile(0.99), total_us: st.total_us })
+        })
+        .collect();
+    RouteReport {
+        method: key.method.clone(),
+        path: key.path.clone(),
+        count: r.count,
+        p50_us: r.latency.quantile(0.5),
+        p99_us: r.latency.quantile(0.99),
+        max_us: r.latency.max(),
+        stages,
+        statuses: r.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        outcomes: r.outcomes.clone(),
+    }
+}
+
+fn slow_report(meta: &Meta, s: &SlowRequest) -> SlowReport {
+    let r = &s.request;
+    SlowReport {
+        method: s.route.method.clone(),
+        path: s.route.path.clone(),
+        status: r.status,
+        peer: s.origin.peer.map(|p| p.to_string()),
+        pid: s.origin.pid,
+        process: s.origin.comm.clone(),
+        started_at: wall(meta, r.start_ns),
+        total_us: us(r.total_ns()),
+        outcome: outcome_name(r.outcome),
+        stages: Stage::LATENCY.iter().map(|&st| (st.name(), us(r.stages.get(st)))).collect(),
+        bytes_in: r.bytes_in,
+        bytes_out: r.bytes_out,
+        blocked_on: Vec::new(),
+    }
+}
+
+pub fn build(collector: &Collector, meta: Meta) -> Report {
+    let stats = &collector.stats;
+    let mut routes: Vec<RouteReport> = stats.routes.iter().map(|(k, r)| route_report(k, r)).collect();
+    routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.method, &a.path).cmp(&(&b.method, &b.path))));
+    let slowest = stats.slowest().into_iter().map(|s| slow_report(&meta, s)).collect();
+    let listeners = collector
+        .listeners
+        .iter()
+        .map(|(&port, l)| ListenerReport {
+            port,
+            pids: l.pids.clone(),
+            accepted: l.accepted,
+            backlog_limit: None,
+            queue_peak: None,
+            overflows: None,
+        })
+        .collect();
+    let c = meta.counters;
+    Report {
+        tool: "tracer",
+        version: env!("CARGO_PKG_VERSION"),
+        started_at: rfc3339(meta.started),
+        duration_s: meta.duration_s,
+        processes: meta.processes,
+        connections: collector.connections,
+        requests: stats.requests,
+        dropped_events: c.dropped(),
+        drops: Drops {
+            ringbuf_full: c.ringbuf_full,
+            inflight_table_full: c.inflight_full,
+            socket_table_full: c.socks_full,
+            payload_unreadable: c.payload_fault,
+        },
+        events: c.events,
+        events_per_s: if meta.duration_s > 0.0 { c.events as f64 / meta.duration_s } else { 0.0 },
+        routes,
+        slowest,
+        listeners,
+        warnings: meta.warnings,
+    }
+}
