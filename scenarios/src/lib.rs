@@ -1,1 +1,11 @@
+//! Scenarios: servers that reproduce real blocking problems, the load that
+//! makes them show, and the harness that runs `tracer` against them.
+//!
+//! Used by the integration tests (`scenarios/tests`) and by `cargo xtask`.
 
+pub mod catalog;
+pub mod harness;
+pub mod load;
+pub mod report;
+
+pub use harness::{Server, TracerRun, free_port, go_binary, tracer_bin, workspace_root};

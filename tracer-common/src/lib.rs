@@ -179,10 +179,15 @@ pub struct InFlight {
 pub struct SockState {
     /// First `sk_data_ready` since the last read that returned data.
     pub ready_ts: u64,
-    /// Direction of the last read/write that moved bytes: payload is captured
-    /// only when it changes, i.e. for the first read and write of a request.
+    /// Direction of the last read/write that moved bytes. A change of
+    /// direction starts a run (a request, or a response).
     pub last_dir: u8,
-    pub _pad: [u8; 7],
+    pub _pad: u8,
+    /// Payload bytes captured in the current run: capture stops at
+    /// [`PAYLOAD_MAX`], so a request line split over reads is still seen
+    /// and no more than the first bytes of a run ever leave the kernel.
+    pub captured: u16,
+    pub _pad2: u32,
 }
 
 #[cfg(feature = "user")]

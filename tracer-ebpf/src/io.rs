@@ -153,7 +153,7 @@ pub fn sys_exit_io(ctx: TracePointContext) -> u32 {
         count(counter::SOCKS_FULL);
     }
 
-    let (ready_ts, first_of_run) = track_socket(state.sk, state.dir, ret);
+    let (ready_ts, capture) = track_socket(state.sk, state.dir, ret);
     let io = IoEvent {
         hdr: header(kind::IO, tgid, tid, now()),
         enter_ts: state.enter_ts,
@@ -167,9 +167,9 @@ pub fn sys_exit_io(ctx: TracePointContext) -> u32 {
         payload_len: 0,
         _pad: 0,
     };
-    if first_of_run {
+    if capture > 0 {
         if let Some(src) = payload_source(&state) {
-            emit_with_payload(io, src, ret);
+            emit_with_payload(io, src, capture);
             return 0;
         }
     }
@@ -178,19 +178,23 @@ pub fn sys_exit_io(ctx: TracePointContext) -> u32 {
 }
 
 /// Updates the socket's state for a completed read or write. Returns when
-/// bytes last became readable (reads only) and whether this call starts a new
-/// run of reads or writes, whose first bytes are worth capturing.
+/// bytes last became readable (reads only) and how many payload bytes of
+/// this call to capture: the first bytes of each run of reads or writes.
 #[inline(always)]
-fn track_socket(sk: u64, direction: u8, ret: i64) -> (u64, bool) {
+fn track_socket(sk: u64, direction: u8, ret: i64) -> (u64, u64) {
     let Some(sock) = SOCKS.get_ptr_mut(&sk) else {
-        let fresh = SockState { ready_ts: 0, last_dir: if ret > 0 { direction } else { 0 }, _pad: [0; 7] };
+        let mut fresh = SockState::default();
+        if ret > 0 {
+            fresh.last_dir = direction;
+            fresh.captured = capture_len(0, ret) as u16;
+        }
         if SOCKS.insert(&sk, &fresh, 0).is_err() {
             count(counter::SOCKS_FULL);
         }
-        return (0, ret > 0);
+        return (0, u64::from(fresh.captured));
     };
     if ret <= 0 {
-        return (0, false);
+        return (0, 0);
     }
     // SAFETY: map value pointer valid for this program's run; races with
     // sk_data_ready only blur a timestamp, never memory safety.
@@ -200,10 +204,24 @@ fn track_socket(sk: u64, direction: u8, ret: i64) -> (u64, bool) {
             ready_ts = (*sock).ready_ts;
             (*sock).ready_ts = 0;
         }
-        let first = (*sock).last_dir != direction;
-        (*sock).last_dir = direction;
-        (ready_ts, first)
+        if (*sock).last_dir != direction {
+            (*sock).last_dir = direction;
+            (*sock).captured = 0;
+        }
+        let len = capture_len(u64::from((*sock).captured), ret);
+        (*sock).captured += len as u16;
+        (ready_ts, len)
     }
+}
+
+/// Bytes still to capture in a run that has `captured` of them, from a call that moved `ret`.
+#[inline(always)]
+fn capture_len(captured: u64, ret: i64) -> u64 {
+    if captured >= PAYLOAD_MAX as u64 {
+        return 0;
+    }
+    let room = PAYLOAD_MAX as u64 - captured;
+    if (ret as u64) < room { ret as u64 } else { room }
 }
 
 /// Where the syscall's first user buffer starts, and how long it is.
@@ -230,21 +248,19 @@ fn first_iovec(iov: u64) -> Option<(u64, u64)> {
 }
 
 #[inline(always)]
-fn emit_with_payload(io: IoEvent, (src, src_len): (u64, u64), ret: i64) {
+fn emit_with_payload(io: IoEvent, (src, src_len): (u64, u64), want: u64) {
+    let len = if src_len < want { src_len } else { want };
+    if len == 0 || len > PAYLOAD_MAX as u64 {
+        emit(&io);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<IoPayloadEvent>(0) else {
         count(counter::RINGBUF_FULL);
         return;
     };
-    let mut len = ret as u64;
-    if src_len < len {
-        len = src_len;
-    }
-    if len > PAYLOAD_MAX as u64 {
-        len = PAYLOAD_MAX as u64;
-    }
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points to reserved ring-buffer memory of the right size;
-    // `len` is bounded by PAYLOAD_MAX, the size of the destination.
+    // `len` is within 1..=PAYLOAD_MAX, the size of the destination.
     unsafe {
         let got = generated::bpf_probe_read_user(
             (*record).payload.as_mut_ptr() as *mut c_void,

@@ -149,8 +149,45 @@ enum Phase {
     Writing,
 }
 
+/// The first bytes of a request or a response, gathered over the reads or
+/// writes that carry them (the kernel captures at most `PAYLOAD_MAX` per run)
+/// until the first line is complete.
+#[derive(Clone, Debug, Default)]
+struct Head {
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Head {
+    /// Adds captured bytes; returns all bytes so far once the first line is
+    /// complete or no more will come.
+    fn feed(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        if self.done || bytes.is_empty() {
+            return None;
+        }
+        let room = tracer_common::PAYLOAD_MAX.saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.buf.contains(&b'\n') || self.buf.len() >= tracer_common::PAYLOAD_MAX {
+            self.done = true;
+            return Some(std::mem::take(&mut self.buf));
+        }
+        None
+    }
+
+    /// What was gathered when no more bytes will come.
+    fn rest(&mut self) -> Option<Vec<u8>> {
+        if self.done || self.buf.is_empty() {
+            return None;
+        }
+        self.done = true;
+        Some(std::mem::take(&mut self.buf))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct Pending {
+    request_head: Head,
+    response_head: Head,
     ready_ns: u64,
     first_read_exit: u64,
     last_read_exit: u64,
@@ -163,6 +200,15 @@ struct Pending {
     status: Option<u16>,
     bytes_in: u64,
     bytes_out: u64,
+}
+
+impl Pending {
+    fn parse_request(&mut self, head: &[u8]) {
+        if let Some((method, path)) = http::parse_request_line(head) {
+            self.method = Some(method);
+            self.path = Some(path);
+        }
+    }
 }
 
 /// The chain of one accepted connection.
@@ -202,23 +248,20 @@ impl Connection {
         self.established_ns = Some(established_ns);
     }
 
-    pub fn requests_seen(&self) -> u32 {
-        self.served
-    }
-
     /// A read returned. Yields the previous request if this read starts a new one.
     pub fn on_read(&mut self, io: &Io) -> Option<Request> {
         if io.ret <= 0 {
             return self.client_gone(io.exit_ns);
         }
         let done = if self.phase == Phase::Writing { self.finish(Outcome::Complete, 0) } else { None };
-        let pending = self.pending.get_or_insert_with(|| {
-            let (method, path) = match http::parse_request_line(io.payload) {
-                Some((m, p)) => (Some(m), Some(p)),
-                None => (None, None),
-            };
-            Pending { ready_ns: io.ready_ns, first_read_exit: io.exit_ns, method, path, ..Pending::default() }
+        let pending = self.pending.get_or_insert_with(|| Pending {
+            ready_ns: io.ready_ns,
+            first_read_exit: io.exit_ns,
+            ..Pending::default()
         });
+        if let Some(head) = pending.request_head.feed(io.payload) {
+            pending.parse_request(&head);
+        }
         pending.last_read_exit = io.exit_ns;
         pending.read_tid = io.tid;
         pending.bytes_in += io.ret as u64;
@@ -238,13 +281,16 @@ impl Connection {
             // Bytes written with no request in progress (a greeting, say): not a chain.
             return None;
         };
-        if self.phase == Phase::Reading {
-            let status = http::parse_status_line(io.payload);
-            if status.is_some_and(http::is_interim) {
+        if let Some(head) = pending.response_head.feed(io.payload) {
+            pending.status = http::parse_status_line(&head);
+            if self.phase == Phase::Reading && pending.status.is_some_and(http::is_interim) {
                 // `100 Continue` and friends: the request body is still to come.
+                pending.status = None;
+                pending.response_head = Head::default();
                 return None;
             }
-            pending.status = status;
+        }
+        if self.phase == Phase::Reading {
             pending.first_write_enter = io.enter_ns;
             pending.write_tid = io.tid;
             self.phase = Phase::Writing;
@@ -286,7 +332,13 @@ impl Connection {
     /// requests that did not complete.
     fn finish(&mut self, outcome: Outcome, end_ns: u64) -> Option<Request> {
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
-        let p = self.pending.take()?;
+        let mut p = self.pending.take()?;
+        if let Some(head) = p.request_head.rest() {
+            p.parse_request(&head);
+        }
+        if let Some(head) = p.response_head.rest() {
+            p.status = http::parse_status_line(&head);
+        }
         let seq = self.served;
         self.served += 1;
 
@@ -481,7 +533,7 @@ mod tests {
         let r = c.on_trace_end(100 * MS).expect("request");
         assert_eq!(r.status, Some(204));
         assert_eq!(ms(&r, Stage::RequestRead), 40);
-        assert_eq!(c.requests_seen(), 1);
+        assert_eq!(r.seq, 0, "one request, not two");
     }
 
     #[test]
@@ -493,6 +545,20 @@ mod tests {
         assert_eq!(ms(&r, Stage::ReadWait), 0);
         assert_eq!(ms(&r, Stage::Idle), 0);
         assert_eq!(ms(&r, Stage::Handler), 2);
+    }
+
+    #[test]
+    fn request_line_split_over_reads() {
+        // Go's background read can take the first byte of the next request alone.
+        let mut c = Connection::accepted(0);
+        c.on_read(&read(10, 1, 9, b"G"));
+        c.on_read(&read(11, 60, 0, b"ET /split HTTP/1.1\r\nHost: x\r\n\r\n"));
+        c.on_write(&write(12, 12, 40, b"HTTP/1.1 "));
+        c.on_write(&write(12, 13, 40, b"503 Busy\r\n"));
+        let r = c.on_trace_end(20 * MS).expect("request");
+        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("GET"), Some("/split")));
+        assert_eq!(r.status, Some(503));
+        assert_eq!(ms(&r, Stage::ResponseWrite), 1);
     }
 
     #[test]

@@ -56,16 +56,13 @@ pub fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> SocketAddr {
 }
 
 impl SockEventExt for SockEvent {
-    fn local(&self) -> SocketAddr {
-        socket_addr(self.family, &self.saddr, self.sport)
-    }
     fn remote(&self) -> SocketAddr {
         socket_addr(self.family, &self.daddr, self.dport)
     }
 }
 
 pub trait SockEventExt {
-    fn local(&self) -> SocketAddr;
+    /// The peer of a passive open: the client.
     fn remote(&self) -> SocketAddr;
 }
 

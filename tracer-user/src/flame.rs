@@ -20,10 +20,6 @@ impl Folded {
         self.lines.push((stack.join(";"), count));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
     /// Lines sorted by stack, identical stacks merged.
     pub fn render(&self) -> String {
         let mut merged: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();

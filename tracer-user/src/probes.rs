@@ -5,7 +5,7 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{TracePoint, trace_point::TracePointLink},
 };
 use tracer_common::counter;
 
@@ -67,8 +67,11 @@ pub struct LoadReport {
 }
 
 pub struct Probes {
-    // Keeps programs and their links alive.
+    // Keeps the programs loaded.
     _ebpf: Ebpf,
+    /// Owned apart from the programs so that [`Probes::detach`] can drop them
+    /// concurrently: each detach waits for an RCU grace period (~80 ms here).
+    links: Vec<TracePointLink>,
     traced: HashMap<MapData, u32, u8>,
     listen_ports: HashMap<MapData, u16, u8>,
     counters: PerCpuArray<MapData, u64>,
@@ -101,6 +104,7 @@ impl Probes {
             .load(OBJECT)
             .context("loading the eBPF object into the kernel")?;
 
+        let mut links = Vec::new();
         for (prog_name, tracepoints) in ATTACH {
             let program: &mut TracePoint = ebpf
                 .program_mut(prog_name)
@@ -118,7 +122,8 @@ impl Probes {
                         None => return Err(tracefs::TracefsError::MissingTracepoint(tp.to_string()).into()),
                     }
                 }
-                program.attach(group, event).with_context(|| format!("attaching to tracepoint {tp}"))?;
+                let id = program.attach(group, event).with_context(|| format!("attaching to tracepoint {tp}"))?;
+                links.push(program.take_link(id)?);
             }
         }
 
@@ -126,7 +131,17 @@ impl Probes {
         let listen_ports = HashMap::try_from(take(&mut ebpf, "LISTEN_PORTS")?)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?;
         let ring = Some(RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?);
-        Ok((Probes { _ebpf: ebpf, traced, listen_ports, counters, ring }, LoadReport { warnings }))
+        Ok((Probes { _ebpf: ebpf, links, traced, listen_ports, counters, ring }, LoadReport { warnings }))
+    }
+
+    /// Detaches every program, the grace periods of all links overlapping.
+    pub fn detach(self) {
+        let Probes { _ebpf, links, .. } = self;
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
     }
 
     pub fn trace(&mut self, tgid: u32) -> Result<()> {

@@ -109,7 +109,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
     collector.finish_all(monotonic_ns());
     let counters = probes.counters()?;
     // Detach before the slower work of writing outputs.
-    drop(probes);
+    probes.detach();
     if let Some(c) = child.as_mut() {
         stop_child(c);
     }
@@ -172,7 +172,9 @@ async fn follow(
     child: &mut Option<Child>,
     duration: Option<Duration>,
 ) -> Result<StopReason> {
-    let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
+    // SAFETY: the ring buffer owns its fd, which outlives the registration
+    // (both end with `ring` at the end of this function).
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
     let mut oracle = ProcOracle::default();
     let mut drain_tick = interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);

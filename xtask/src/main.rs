@@ -1,1 +1,69 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | test | demo`.
+
+mod demo;
+mod setup;
+mod sh;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Set-up, build, test and demo of tracer")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: rust-src, bpf-linker 0.10.0, Go, wrk, hey, nginx, bpftrace, perf.
+    Setup,
+    /// Set up, then build the tracer (release) and the scenario servers.
+    Build,
+    /// Set up, build, run the unit tests, then the integration tests (as root).
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Trace a bundled scenario under load and show its chain and flame graphs.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build => build(),
+        Task::Test { filter } => test(filter),
+        Task::Demo => {
+            build()?;
+            demo::run()
+        }
+    }
+}
+
+fn build() -> Result<()> {
+    setup::run()?;
+    sh::cargo(&["build", "--release", "-p", "tracer-user"])?;
+    for name in scenarios::catalog::GO_PROGRAMS {
+        scenarios::go_binary(name)?;
+    }
+    Ok(())
+}
+
+fn test(filter: Option<String>) -> Result<()> {
+    let started = std::time::Instant::now();
+    build()?;
+    let mut unit = vec!["test", "--release", "--workspace", "--exclude", "tracer-ebpf"];
+    let mut integration = vec!["test", "--release", "-p", "scenarios", "--test", "*", "--", "--include-ignored", "--test-threads=1"];
+    if let Some(f) = filter.as_deref() {
+        unit.extend(["--", f]);
+        integration.push(f);
+    }
+    sh::cargo(&unit)?;
+    if !sh::is_root() {
+        anyhow::bail!("the integration tests load eBPF programs: run cargo xtask test as root");
+    }
+    sh::cargo(&integration)?;
+    eprintln!("xtask: all tests passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,3 @@
+module tracer/scenarios
+
+go 1.19

@@ -1,0 +1,229 @@
+//! Processes under test: scenario servers and the tracer itself.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The tracer binary under test: `$TRACER_BIN`, else the release build.
+pub fn tracer_bin() -> PathBuf {
+    std::env::var_os("TRACER_BIN").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/release/tracer"))
+}
+
+/// Builds (or reuses the cached build of) the Go program in `scenarios/<name>`.
+pub fn go_binary(name: &str) -> Result<PathBuf> {
+    let dir = workspace_root().join("scenarios");
+    let out = workspace_root().join("target/scenarios").join(name);
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(format!("./{name}"))
+        .current_dir(&dir)
+        .status()
+        .context("running go build (is Go installed? cargo xtask setup installs it)")?;
+    if !status.success() {
+        bail!("go build ./{name} failed: {status}");
+    }
+    Ok(out)
+}
+
+/// A TCP port free at the time of the call.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on port {port} after {timeout:?}")
+}
+
+/// A server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts `cmd` and waits for it to listen on `port`.
+    pub fn start(mut cmd: Command, port: u16) -> Result<Server> {
+        let child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let mut server = Server { child, port };
+        if let Err(e) = wait_for_port(port, Duration::from_secs(10)) {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!("{cmd:?} exited with {status} before listening");
+            }
+            return Err(e);
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `tracer record` or `tracer exec`.
+pub struct TracerRun {
+    child: Child,
+    pub out: PathBuf,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+/// What a finished tracer run left behind.
+pub struct TracerOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: Value,
+    pub out: PathBuf,
+}
+
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl TracerRun {
+    /// Starts `tracer record` on `pids` (plus `extra` arguments) and waits
+    /// until it has attached.
+    pub fn record(pids: &[u32], out: &Path, extra: &[&str]) -> Result<TracerRun> {
+        let mut args: Vec<String> = vec!["record".into()];
+        for pid in pids {
+            args.push("--pid".into());
+            args.push(pid.to_string());
+        }
+        args.push("--out".into());
+        args.push(out.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start(&args, out)
+    }
+
+    /// Starts the tracer with `args` and waits until it has attached.
+    pub fn start(args: &[String], out: &Path) -> Result<TracerRun> {
+        let _ = std::fs::remove_dir_all(out);
+        let mut child = Command::new(tracer_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} (build it with cargo xtask build)", tracer_bin().display()))?;
+        let stdout = lines_of(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+        let stderr = lines_of(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?);
+        let mut run = TracerRun { child, out: out.to_path_buf(), stdout, stderr };
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match run.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let attached = line.contains("tracing ");
+                    seen.push(line);
+                    if attached {
+                        return Ok(run);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = run.child.wait()?;
+                    bail!("tracer exited with {status} before attaching: {}", seen.join(" | "));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("tracer did not attach within 30s: {}", seen.join(" | "));
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the tracer as Ctrl-C would, and reads what it wrote.
+    pub fn stop(self) -> Result<TracerOutput> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait(Duration::from_secs(60))
+    }
+
+    /// Waits for the tracer to end by itself (duration over, or traced processes gone).
+    pub fn wait(mut self, timeout: Duration) -> Result<TracerOutput> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("tracer did not finish within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        // The reader threads end at EOF; give them a moment to deliver.
+        let collect = |rx: &mpsc::Receiver<String>| {
+            let mut v = Vec::new();
+            while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                v.push(l);
+            }
+            v.join("\n")
+        };
+        let stdout = collect(&self.stdout);
+        let stderr = collect(&self.stderr);
+        let path = self.out.join("report.json");
+        let report = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null);
+        Ok(TracerOutput { status, stdout, stderr, report, out: self.out })
+    }
+}
+
+/// A fresh scratch directory under `target/test-runs`.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    workspace_root().join("target/test-runs").join(name)
+}

@@ -1,0 +1,32 @@
+//! Reading `report.json` in tests: routes, stages, slowest requests.
+
+use serde_json::Value;
+
+/// The route object for `method path`, if reported.
+pub fn route<'a>(report: &'a Value, method: &str, path: &str) -> Option<&'a Value> {
+    report["routes"].as_array()?.iter().find(|r| r["method"] == method && r["path"] == path)
+}
+
+/// A `u64` field, 0 when absent.
+pub fn num(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+/// A stage statistic of a route (`p50_us`, `p99_us`, `total_us`).
+pub fn stage(route: &Value, stage: &str, stat: &str) -> u64 {
+    route["stages"][stage][stat].as_u64().unwrap_or(0)
+}
+
+/// Responses per status code of a route.
+pub fn status_count(route: &Value, status: u16) -> u64 {
+    route["statuses"][status.to_string()].as_u64().unwrap_or(0)
+}
+
+pub fn slowest(report: &Value) -> &[Value] {
+    report["slowest"].as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Sum of a slow request's stage times.
+pub fn stage_sum(slow: &Value) -> u64 {
+    slow["stages"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0)
+}

@@ -1,0 +1,87 @@
+//! Servers nobody here wrote: Python's ThreadingHTTPServer and nginx.
+//! Needs root: run with `cargo xtask test`.
+
+use std::{fs, process::Command};
+
+use scenarios::{
+    Server, TracerRun, free_port,
+    harness::scratch_dir,
+    load::hey,
+    report::{num, route, status_count},
+};
+
+fn docroot(name: &str) -> std::path::PathBuf {
+    let dir = scratch_dir(name).join("www");
+    fs::create_dir_all(&dir).expect("docroot");
+    fs::write(dir.join("hello.txt"), "hello\n".repeat(100)).expect("file");
+    fs::write(dir.join("index.html"), "<html><body>tracer</body></html>\n").expect("file");
+    dir
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn python_threading_http_server() {
+    let root = docroot("python");
+    let port = free_port().expect("port");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"]).arg(&root);
+    cmd.stderr(std::process::Stdio::null());
+    let server = Server::start(cmd, port).expect("python server");
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("python-run"), &[]).expect("tracer attaches");
+    let ok = hey(&server.url("/hello.txt"), 60, 4).expect("hey");
+    let missing = hey(&server.url("/missing"), 20, 2).expect("hey");
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = &out.report;
+
+    let r = route(report, "GET", "/hello.txt").expect("GET /hello.txt");
+    assert_eq!(num(r, "count"), ok.responses());
+    assert_eq!(status_count(r, 200), ok.responses());
+    let r = route(report, "GET", "/missing").expect("GET /missing");
+    assert_eq!(num(r, "count"), missing.responses());
+    assert_eq!(status_count(r, 404), missing.responses());
+    // HTTP/1.0: one connection per request.
+    assert!(num(report, "connections") >= ok.responses() + missing.responses());
+    assert_eq!(num(report, "dropped_events"), 0);
+}
+
+#[test]
+#[ignore = "needs root and nginx: cargo xtask test"]
+fn nginx_workers_serving_a_static_file() {
+    let root = docroot("nginx");
+    let prefix = scratch_dir("nginx");
+    let port = free_port().expect("port");
+    let conf = prefix.join("nginx.conf");
+    fs::write(
+        &conf,
+        format!(
+            "user root;\nworker_processes 2;\ndaemon off;\npid {p}/nginx.pid;\nerror_log stderr warn;\n\
+events {{ worker_connections 1024; }}\n\
+http {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n\
+  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+  server {{ listen 127.0.0.1:{port}; root {r}; }}\n}}\n",
+            p = prefix.display(),
+            r = root.display()
+        ),
+    )
+    .expect("nginx.conf");
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p").arg(&prefix).arg("-c").arg(&conf);
+    let server = Server::start(cmd, port).expect("nginx");
+    // The master's pid: its workers are traced as its children.
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("nginx-run"), &[]).expect("tracer attaches");
+    let ok = hey(&server.url("/index.html"), 200, 4).expect("hey");
+    let missing = hey(&server.url("/nope"), 30, 2).expect("hey");
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = &out.report;
+
+    assert!(report["processes"].as_array().is_some_and(|p| p.len() >= 3), "master and 2 workers: {}", report["processes"]);
+    let r = route(report, "GET", "/index.html").expect("GET /index.html");
+    assert_eq!(num(r, "count"), ok.responses());
+    assert_eq!(status_count(r, 200), ok.responses());
+    let r = route(report, "GET", "/nope").expect("GET /nope");
+    assert_eq!(num(r, "count"), missing.responses());
+    assert_eq!(status_count(r, 404), missing.responses());
+    assert_eq!(num(report, "dropped_events"), 0);
+}

@@ -1,0 +1,75 @@
+//! Installs what a fresh machine lacks, and is quick when all is there.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::sh;
+
+/// bpf-linker 0.10.0 drives rustc's own LLVM; newer releases need a system
+/// LLVM that Debian 12 does not ship.
+const BPF_LINKER: &str = "0.10.0";
+
+/// Binaries the build, tests, demo and bench need, and the Debian package of each.
+const PACKAGES: &[(&str, &str)] = &[
+    ("go", "golang-go"),
+    ("wrk", "wrk"),
+    ("hey", "hey"),
+    ("nginx", "nginx-light"),
+    ("curl", "curl"),
+    ("setpriv", "util-linux"),
+    ("python3", "python3"),
+    ("bpftrace", "bpftrace"),
+    ("perf", "linux-perf"),
+];
+
+pub fn run() -> Result<()> {
+    bpf_toolchain()?;
+    bpf_linker()?;
+    packages()
+}
+
+/// The kernel programs build with `-Z build-std=core`: nightly's rust-src,
+/// or stable's with RUSTC_BOOTSTRAP=1 when the machine has no nightly.
+fn bpf_toolchain() -> Result<()> {
+    let toolchains = sh::output("rustup", &["toolchain", "list"]).unwrap_or_default();
+    let nightly = toolchains.lines().any(|l| l.starts_with("nightly"));
+    let toolchain = if nightly { "nightly" } else { "stable" };
+    let components = sh::output("rustup", &["component", "list", "--installed", "--toolchain", toolchain]).unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        sh::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]))?;
+    }
+    if !nightly {
+        eprintln!("xtask: no nightly toolchain: building the eBPF programs with stable and RUSTC_BOOTSTRAP=1");
+        sh::set_cargo_env(vec![
+            ("TRACER_EBPF_TOOLCHAIN".into(), "stable".into()),
+            ("RUSTC_BOOTSTRAP".into(), "1".into()),
+        ]);
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let version = sh::output("bpf-linker", &["--version"]).unwrap_or_default();
+    if version.contains(BPF_LINKER) {
+        return Ok(());
+    }
+    sh::run(Command::new("cargo").args(["install", &format!("bpf-linker@{BPF_LINKER}"), "--locked", "--force"]))
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().filter(|(bin, _)| !sh::have(bin)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !sh::is_root() {
+        bail!("missing packages {}: run cargo xtask setup as root, or apt-get install them", missing.join(" "));
+    }
+    sh::run(Command::new("apt-get").args(["update", "-q"]))?;
+    sh::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
