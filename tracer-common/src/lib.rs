@@ -13,13 +13,15 @@ pub const PAYLOAD_MAX: usize = 256;
 pub mod kind {
     /// A connection returned by `accept`/`accept4` ([`super::AcceptEvent`]).
     pub const ACCEPT: u8 = 1;
+    /// A traced process used a socket for the first time ([`super::SocketEvent`]).
+    pub const SOCKET: u8 = 11;
     /// A read or write on a socket ([`super::IoEvent`]).
     pub const IO: u8 = 2;
     /// A read or write with the first bytes of its payload ([`super::IoPayloadEvent`]).
     pub const IO_PAYLOAD: u8 = 3;
-    /// An outbound `connect` ([`super::ConnectEvent`]).
+    /// A traced process started an outbound TCP connection ([`super::SocketEvent`]).
     pub const CONNECT: u8 = 4;
-    /// `close` of a socket fd ([`super::CloseEvent`]).
+    /// A traced process closed (or shut down) its end of a TCP connection ([`super::CloseEvent`]).
     pub const CLOSE: u8 = 5;
     /// A passive connection completed its handshake ([`super::SockEvent`]).
     pub const ESTABLISHED: u8 = 6;
@@ -27,6 +29,10 @@ pub mod kind {
     pub const LISTEN: u8 = 7;
     /// A traced process forked ([`super::ForkEvent`]).
     pub const FORK: u8 = 8;
+    /// A CPU sample of a traced thread ([`super::SampleEvent`]).
+    pub const SAMPLE: u8 = 9;
+    /// A traced thread was blocked at least the minimum block time ([`super::OffCpuEvent`]).
+    pub const OFF_CPU: u8 = 10;
 }
 
 /// Direction of an I/O syscall.
@@ -39,14 +45,19 @@ pub mod dir {
 pub mod counter {
     /// Ring buffer full: a record was lost.
     pub const RINGBUF_FULL: u32 = 0;
-    /// The in-flight syscall table was full: a syscall went unseen.
-    pub const INFLIGHT_FULL: u32 = 1;
+    /// The blocked-write table was full: a write's start time is approximate.
+    pub const BLOCKED_WRITE_FULL: u32 = 1;
     /// The socket table was full: a socket's state was not kept.
     pub const SOCKS_FULL: u32 = 2;
     /// A payload could not be read from user memory (the event was kept).
     pub const PAYLOAD_FAULT: u32 = 3;
     /// Records submitted.
     pub const EVENTS: u32 = 4;
+    /// A stack could not be recorded (stack map full or collision): the
+    /// sample or block is kept without that stack.
+    pub const STACK_LOST: u32 = 5;
+    /// The off-CPU or on-CPU aggregation table was full.
+    pub const STACK_TABLE_FULL: u32 = 6;
     pub const LEN: u32 = 8;
 }
 
@@ -69,19 +80,19 @@ pub struct EventHeader {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AcceptEvent {
     pub hdr: EventHeader,
-    pub enter_ts: u64,
-    /// The listening fd passed to accept.
-    pub listen_fd: i32,
     /// The new connection's fd.
     pub fd: i32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IoEvent {
+    /// `ts` is when the socket call returned.
     pub hdr: EventHeader,
+    /// When the syscall started, where known (writes that blocked); else `hdr.ts`.
     pub enter_ts: u64,
-    /// Kernel address of the `struct sock`, learnt inside the syscall.
+    /// Kernel address of the `struct sock`.
     pub sk: u64,
     /// When bytes last became readable on this socket before this read
     /// (`sk_data_ready`), 0 if unknown. Reads only.
@@ -107,20 +118,25 @@ pub struct IoPayloadEvent {
     pub payload: [u8; PAYLOAD_MAX],
 }
 
+/// A socket of a traced process with its addresses, read from the kernel's
+/// `struct sock_common`: sent at first use ([`kind::SOCKET`]) and at
+/// connect ([`kind::CONNECT`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ConnectEvent {
+pub struct SocketEvent {
     pub hdr: EventHeader,
-    pub enter_ts: u64,
-    pub ret: i32,
+    pub sk: u64,
     pub fd: i32,
-    /// `AF_INET` (2) or `AF_INET6` (10); other families are not reported.
+    /// `AF_INET` (2), `AF_INET6` (10), or another family with no addresses.
     pub family: u16,
-    /// Remote port, host byte order.
-    pub port: u16,
+    /// IP protocol: 6 TCP, 17 UDP, 0 unknown.
+    pub protocol: u16,
+    /// Local and remote ports, host byte order.
+    pub sport: u16,
+    pub dport: u16,
     pub _pad: u32,
-    /// Remote address: 4 bytes for IPv4, 16 for IPv6.
-    pub addr: [u8; 16],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
 }
 
 #[repr(C)]
@@ -128,8 +144,6 @@ pub struct ConnectEvent {
 pub struct CloseEvent {
     pub hdr: EventHeader,
     pub sk: u64,
-    pub fd: i32,
-    pub _pad: u32,
 }
 
 /// A socket state change of interest: a passive open completed
@@ -157,20 +171,115 @@ pub struct ForkEvent {
     pub _pad: u32,
 }
 
-/// State of a syscall between its enter and exit, keyed by thread id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct InFlight {
-    pub enter_ts: u64,
-    /// Second syscall argument: buffer, iovec or msghdr pointer, or sockaddr.
-    pub arg1: u64,
-    /// Socket seen by `sock_recv_length`/`sock_send_length` during the call.
-    pub sk: u64,
-    pub fd: i32,
-    pub nr: u32,
-    pub dir: u8,
-    pub protocol: u8,
-    pub _pad: [u8; 6],
+pub struct SampleEvent {
+    pub hdr: EventHeader,
+    /// Stack ids in the `STACKS` map, negative when not recorded.
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuEvent {
+    /// `ts` is when the thread ran again.
+    pub hdr: EventHeader,
+    /// When it blocked.
+    pub start_ts: u64,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    /// Syscall the thread was in when it blocked, -1 if none.
+    pub syscall: i64,
+    /// The fd it waited on, where the syscall names one (read, recvfrom,
+    /// connect, poll...), else -1.
+    pub fd: i64,
+    /// The task that woke it, 0 if unknown.
+    pub waker_tid: u32,
+    pub waker_tgid: u32,
+    pub waker_comm: [u8; 16],
+}
+
+/// Key of the in-kernel stack aggregations (on-CPU samples, off-CPU time).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub tgid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    pub _pad: u32,
+}
+
+/// A traced thread that blocked, until it runs again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuStart {
+    pub ts: u64,
+    pub syscall: i64,
+    pub fd: i64,
+    pub tgid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    pub waker_tid: u32,
+    pub waker_tgid: u32,
+    pub _pad: u32,
+    pub waker_comm: [u8; 16],
+}
+
+/// Offsets of the kernel struct fields the programs read, resolved from the
+/// running kernel's BTF by userspace. `u32::MAX` marks a field this kernel
+/// does not have in a readable form.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelOffsets {
+    pub pt_regs_di: u32,
+    pub pt_regs_si: u32,
+    pub pt_regs_orig_ax: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub sock_protocol: u32,
+    pub sock_ack_backlog: u32,
+    pub sock_max_ack_backlog: u32,
+    pub skc_family: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub _pad: u32,
+}
+
+impl KernelOffsets {
+    pub const UNKNOWN: u32 = u32::MAX;
+    /// x86_64 `struct pt_regs` and placeholders, replaced at load time.
+    pub const DEFAULT: KernelOffsets = KernelOffsets {
+        pt_regs_di: 112,
+        pt_regs_si: 104,
+        pt_regs_orig_ax: 120,
+        task_pid: Self::UNKNOWN,
+        task_tgid: Self::UNKNOWN,
+        sock_protocol: Self::UNKNOWN,
+        sock_ack_backlog: Self::UNKNOWN,
+        sock_max_ack_backlog: Self::UNKNOWN,
+        skc_family: Self::UNKNOWN,
+        skc_num: Self::UNKNOWN,
+        skc_dport: Self::UNKNOWN,
+        skc_rcv_saddr: Self::UNKNOWN,
+        skc_daddr: Self::UNKNOWN,
+        skc_v6_rcv_saddr: Self::UNKNOWN,
+        skc_v6_daddr: Self::UNKNOWN,
+        _pad: 0,
+    };
+}
+
+/// A traced thread that blocked inside a socket write, by thread id: the
+/// write's completion then knows when it started.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockedWrite {
+    pub ts: u64,
+    pub fd: i64,
 }
 
 /// Per-socket state kept in the kernel.
@@ -187,7 +296,9 @@ pub struct SockState {
     /// [`PAYLOAD_MAX`], so a request line split over reads is still seen
     /// and no more than the first bytes of a run ever leave the kernel.
     pub captured: u16,
-    pub _pad2: u32,
+    /// Set once a traced process has used the socket and userspace was told.
+    pub announced: u8,
+    pub _pad2: [u8; 3],
 }
 
 #[cfg(feature = "user")]
@@ -195,8 +306,9 @@ mod user {
     use super::*;
     // SAFETY: all types are plain-old-data `#[repr(C)]` structs without padding holes
     // that matter to the kernel, valid for any bit pattern.
-    unsafe impl aya::Pod for InFlight {}
     unsafe impl aya::Pod for SockState {}
+    unsafe impl aya::Pod for StackKey {}
+    unsafe impl aya::Pod for KernelOffsets {}
 }
 
 /// Reads a `T` from the start of a ring-buffer record, if it is long enough.

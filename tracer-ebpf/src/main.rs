@@ -10,6 +10,8 @@
 mod io;
 mod maps;
 mod net;
+mod sched;
+mod sock;
 mod util;
 
 #[cfg(not(test))]

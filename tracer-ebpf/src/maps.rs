@@ -1,42 +1,56 @@
 //! Maps and load-time settings shared by all programs.
+//!
+//! Settings are plain statics that the loader overrides, read through
+//! [`setting`] so the compiler cannot fold their initial values. (aya's
+//! `Global<T>` would put a `MaybeUninit<T>` union in the object's BTF, a
+//! name the kernel's BTF loader rejects.)
 
 use aya_ebpf::{
-    Global,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
-use tracer_common::{InFlight, SockState, counter};
+use tracer_common::{BlockedWrite, KernelOffsets, OffCpuStart, SockState, StackKey, counter};
 
 /// Ring-buffer bytes pending before a record forces a wake-up of the reader;
 /// below it the reader drains on its own timer (batched wake-ups).
 #[unsafe(no_mangle)]
-pub static WAKEUP_BYTES: Global<u64> = Global::new(256 * 1024);
+pub static WAKEUP_BYTES: u64 = 256 * 1024;
 
 /// Offset of `child_pid` in `sched/sched_process_fork`, which moved between
 /// kernel versions; userspace reads it from the tracepoint's format.
 #[unsafe(no_mangle)]
-pub static FORK_CHILD_PID_OFFSET: Global<u32> = Global::new(20);
+pub static FORK_CHILD_PID_OFFSET: u32 = 20;
 
-/// Traced processes (thread group ids).
-#[map]
-pub static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+/// Kernel struct field offsets, from the running kernel's BTF.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets::DEFAULT;
 
-/// Listening ports of traced processes, host byte order.
-#[map]
-pub static LISTEN_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+/// Shorter blocks are not reported: they are the bulk of context switches
+/// and explain little.
+#[unsafe(no_mangle)]
+pub static MIN_BLOCK_NS: u64 = 1_000_000;
 
-/// Syscalls between enter and exit, by thread id.
+/// Whether off-CPU tracing is on (stacks at every block cost a little).
+#[unsafe(no_mangle)]
+pub static OFF_CPU_ENABLED: u8 = 1;
+
+/// Traced processes: one byte per pid, non-zero when traced. An array
+/// lookup is inlined by the verifier, so the check that every event of
+/// every process pays is a load, not a hash. Sized to pid_max at load.
 #[map]
-pub static INFLIGHT: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(16384, 0);
+pub static TRACED: Array<u8> = Array::with_max_entries(32768, 0);
+
+/// Listening ports of traced processes: one byte per port.
+#[map]
+pub static LISTEN_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+
+/// Traced threads blocked inside a socket write, by thread id.
+#[map]
+pub static BLOCKED_WRITE: HashMap<u32, BlockedWrite> = HashMap::with_max_entries(4096, 0);
 
 /// Sockets of traced processes, by `struct sock` address.
 #[map]
 pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65536, 0);
-
-/// Socket fds of traced processes, by `tgid << 32 | fd`, so that `close`
-/// reports sockets only.
-#[map]
-pub static FD_SOCK: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
@@ -44,3 +58,26 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 /// Drop and event counters, indexed by `tracer_common::counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+/// User and kernel stacks of samples and blocks.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// On-CPU samples per stack (per CPU: no atomics needed; userspace sums).
+#[map]
+pub static ONCPU_COUNTS: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Blocked microseconds per stack (blocks of at least MIN_BLOCK_NS), per CPU.
+#[map]
+pub static OFFCPU_US: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Traced threads currently blocked, by thread id.
+#[map]
+pub static OFFCPU_START: LruHashMap<u32, OffCpuStart> = LruHashMap::with_max_entries(16384, 0);
+
+/// Reads a load-time setting.
+#[inline(always)]
+pub fn setting<T: Copy>(value: &'static T) -> T {
+    // SAFETY: a valid reference; volatile so the loader's value is seen.
+    unsafe { core::ptr::read_volatile(value) }
+}

@@ -1,22 +1,32 @@
 //! Socket-state and process programs: passive opens on traced listening
-//! ports, new listeners, data arrival, socket teardown, forks.
+//! ports, new listeners, outbound connects, closes, data arrival, forks.
 //!
 //! Passive opens and data arrival run in softirq context, on behalf of
 //! whichever task happened to be on the CPU, so they filter by listening port
-//! or by tracked socket, never by the current task.
+//! or by tracked socket, never by the current task. Listen, connect and close
+//! run in the caller's context, so they filter by traced process.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{ForkEvent, SockEvent, SockState, counter, kind};
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{CloseEvent, ForkEvent, SockEvent, SockState, counter, kind};
 
 use crate::{
-    maps::{FORK_CHILD_PID_OFFSET, LISTEN_PORTS, SOCKS, TRACED},
-    util::{count, emit, header, now, traced_current},
+    maps::{FORK_CHILD_PID_OFFSET, LISTEN_PORTS, SOCKS, TRACED, setting},
+    sock,
+    util::{arg_u64, count, current_syscall, emit, header, is_listen_port, now, traced_current},
 };
 
 const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
+const TCP_FIN_WAIT1: i32 = 4;
 const TCP_CLOSE: i32 = 7;
+const TCP_LAST_ACK: i32 = 9;
 const TCP_LISTEN: i32 = 10;
+const TCP_CLOSE_WAIT: i32 = 8;
+const NR_CONNECT: i64 = 42;
 
 /// Layout of `sock/inet_sock_set_state`.
 #[repr(C)]
@@ -45,6 +55,17 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     match (ev.oldstate, ev.newstate) {
         (TCP_SYN_RECV, TCP_ESTABLISHED) => passive_open(&ev),
         (_, TCP_LISTEN) => listen(&ev),
+        (_, TCP_SYN_SENT) => connect(&ev),
+        // The transitions a process makes by closing or shutting down its
+        // end. The peer's FIN and RST arrive in softirq, on behalf of
+        // whatever task is current, and make other transitions; only a RST
+        // received while established (ESTABLISHED -> CLOSE) looks the same,
+        // and then the connection is over either way.
+        (TCP_ESTABLISHED | TCP_SYN_RECV, TCP_FIN_WAIT1) | (TCP_CLOSE_WAIT, TCP_LAST_ACK) => closed_by_process(&ev),
+        (TCP_ESTABLISHED | TCP_CLOSE_WAIT, TCP_CLOSE) => {
+            closed_by_process(&ev);
+            let _ = SOCKS.remove(&ev.skaddr);
+        }
         (_, TCP_CLOSE) => {
             let _ = SOCKS.remove(&ev.skaddr);
         }
@@ -78,12 +99,10 @@ fn sock_event(kind: u8, tgid: u32, tid: u32, ev: &InetSockSetState) -> SockEvent
 /// waits in the accept queue.
 #[inline(always)]
 fn passive_open(ev: &InetSockSetState) {
-    // SAFETY: read-only lookup.
-    if unsafe { LISTEN_PORTS.get(&ev.sport) }.is_none() {
+    if !is_listen_port(ev.sport) {
         return;
     }
-    let state = SockState::default();
-    if SOCKS.insert(&ev.skaddr, &state, 0).is_err() {
+    if SOCKS.insert(&ev.skaddr, &SockState::default(), 0).is_err() {
         count(counter::SOCKS_FULL);
     }
     emit(&sock_event(kind::ESTABLISHED, 0, 0, ev));
@@ -93,19 +112,42 @@ fn passive_open(ev: &InetSockSetState) {
 #[inline(always)]
 fn listen(ev: &InetSockSetState) {
     let Some((tgid, tid)) = traced_current() else { return };
-    let _ = LISTEN_PORTS.insert(&ev.sport, &1, 0);
+    let _ = LISTEN_PORTS.set(u32::from(ev.sport), &1, 0);
     emit(&sock_event(kind::LISTEN, tgid, tid, ev));
 }
 
-#[tracepoint]
-pub fn sk_data_ready(ctx: TracePointContext) -> u32 {
-    // SAFETY: `skaddr` at offset 8 of sock/sk_data_ready.
-    let Ok(sk) = (unsafe { ctx.read_at::<u64>(8) }) else { return 0 };
-    if let Some(sock) = SOCKS.get_ptr_mut(&sk) {
+/// `connect()` of a traced process: an outbound connection, with its fd.
+#[inline(always)]
+fn connect(ev: &InetSockSetState) {
+    let Some((tgid, tid)) = traced_current() else { return };
+    let (nr, fd, _) = current_syscall();
+    let fd = if nr == NR_CONNECT { fd as i32 } else { -1 };
+    emit(&sock::describe(kind::CONNECT, tgid, tid, ev.skaddr, fd));
+}
+
+/// A traced process closed or shut down its end (state changes in the
+/// caller's context; the peer's FIN or RST arrive in softirq and are not
+/// reported here).
+#[inline(always)]
+fn closed_by_process(ev: &InetSockSetState) {
+    let Some((tgid, tid)) = traced_current() else { return };
+    emit(&CloseEvent { hdr: header(kind::CLOSE, tgid, tid, now()), sk: ev.skaddr });
+}
+
+/// Request bytes reached a socket's receive queue (softirq, or the sender's
+/// context on loopback): remember when, for the read that will take them.
+/// Only connections on traced listening ports are looked up.
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
+    let sk = arg_u64(&ctx, 0);
+    if !is_listen_port(sock::local_port(sk)) {
+        return 0;
+    }
+    if let Some(state) = SOCKS.get_ptr_mut(&sk) {
         // SAFETY: map value pointer valid for this program's run.
         unsafe {
-            if (*sock).ready_ts == 0 {
-                (*sock).ready_ts = now();
+            if (*state).ready_ts == 0 {
+                (*state).ready_ts = now();
             }
         }
     }
@@ -118,14 +160,14 @@ pub fn sk_data_ready(ctx: TracePointContext) -> u32 {
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = traced_current() else { return 0 };
     // SAFETY: the offset comes from this kernel's tracepoint format.
-    let Ok(child) = (unsafe { ctx.read_at::<i32>(FORK_CHILD_PID_OFFSET.load() as usize) }) else {
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(setting(&FORK_CHILD_PID_OFFSET) as usize) }) else {
         return 0;
     };
     let child = child as u32;
     if child == tid || child == tgid {
         return 0;
     }
-    let _ = TRACED.insert(&child, &1, 0);
+    let _ = TRACED.set(child, &1, 0);
     emit(&ForkEvent { hdr: header(kind::FORK, tgid, tid, now()), child_pid: child, _pad: 0 });
     0
 }

@@ -1,12 +1,14 @@
 //! Small helpers used by every program.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
+    maps::PerCpuHashMap,
 };
-use tracer_common::{EventHeader, counter};
+use tracer_common::{EventHeader, KernelOffsets, counter};
 
-use crate::maps::{COUNTERS, EVENTS, TRACED, WAKEUP_BYTES};
+use crate::maps::{COUNTERS, EVENTS, LISTEN_PORTS, OFFSETS, TRACED, WAKEUP_BYTES, setting};
 
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`.
 const RB_AVAIL_DATA: u64 = 0;
@@ -19,13 +21,33 @@ pub fn count(index: u32) {
     }
 }
 
+/// Adds `n` to this CPU's `map[key]`, creating it; counts a full table.
+#[inline(always)]
+pub fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) {
+    if let Some(v) = map.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        unsafe { *v += n };
+    } else if map.insert(key, &n, 0).is_err() {
+        count(counter::STACK_TABLE_FULL);
+    }
+}
+
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    TRACED.get(tgid).is_some_and(|v| *v != 0)
+}
+
+#[inline(always)]
+pub fn is_listen_port(port: u16) -> bool {
+    LISTEN_PORTS.get(u32::from(port)).is_some_and(|v| *v != 0)
+}
+
 /// Current (tgid, tid) if the current process is traced.
 #[inline(always)]
 pub fn traced_current() -> Option<(u32, u32)> {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    // SAFETY: read-only lookup of a plain value.
-    unsafe { TRACED.get(&tgid) }.map(|_| (tgid, id as u32))
+    is_traced(tgid).then_some((tgid, id as u32))
 }
 
 #[inline(always)]
@@ -39,10 +61,50 @@ pub fn header(kind: u8, tgid: u32, tid: u32, ts: u64) -> EventHeader {
     EventHeader { kind, _pad: [0; 3], tgid, tid, _pad2: 0, ts }
 }
 
+/// Argument `n` of a BTF tracepoint as a plain number. The verifier types
+/// pointer arguments (a `struct sock *`, say), and then refuses the byte
+/// copies and offset arithmetic done on them; a probe read launders them.
+#[inline(always)]
+pub fn arg_u64(ctx: &impl EbpfContext, n: usize) -> u64 {
+    // SAFETY: BTF tracepoint contexts are arrays of u64 arguments.
+    unsafe { bpf_probe_read_kernel((ctx.as_ptr() as *const u64).add(n)) }.unwrap_or(0)
+}
+
+/// Reads a `T` at `base + offset` in kernel memory; `None` for an offset
+/// this kernel does not have.
+#[inline(always)]
+pub fn read_field<T>(base: u64, offset: u32) -> Option<T> {
+    if offset == KernelOffsets::UNKNOWN || base == 0 {
+        return None;
+    }
+    // SAFETY: checked helper read; faults return an error.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
+}
+
+/// The current task's user registers at syscall entry: syscall number and
+/// arguments, valid while the task is inside the syscall.
+#[inline(always)]
+pub fn current_regs() -> u64 {
+    // SAFETY: the current task is a valid BTF pointer; pt_regs always exist.
+    unsafe { generated::bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+}
+
+/// (syscall number, first argument, second argument) of the current task.
+#[inline(always)]
+pub fn current_syscall() -> (i64, u64, u64) {
+    let regs = current_regs();
+    let o = setting(&OFFSETS);
+    (
+        read_field::<i64>(regs, o.pt_regs_orig_ax).unwrap_or(-1),
+        read_field::<u64>(regs, o.pt_regs_di).unwrap_or(u64::MAX),
+        read_field::<u64>(regs, o.pt_regs_si).unwrap_or(0),
+    )
+}
+
 /// Submit flags: wake the reader only once enough bytes are waiting.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
-    if EVENTS.query(RB_AVAIL_DATA) >= WAKEUP_BYTES.load() {
+    if EVENTS.query(RB_AVAIL_DATA) >= setting(&WAKEUP_BYTES) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

@@ -139,6 +139,15 @@ pub struct Io<'a> {
     pub payload: &'a [u8],
 }
 
+const EAGAIN: i64 = 11;
+const EINTR: i64 = 4;
+
+/// A call that would have blocked, or was interrupted: nothing happened on
+/// the connection. (The kernel side does not report EAGAIN; other sources might.)
+fn nothing_happened(ret: i64) -> bool {
+    ret == -EAGAIN || ret == -EINTR
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// No request in progress.
@@ -250,6 +259,9 @@ impl Connection {
 
     /// A read returned. Yields the previous request if this read starts a new one.
     pub fn on_read(&mut self, io: &Io) -> Option<Request> {
+        if nothing_happened(io.ret) {
+            return None;
+        }
         if io.ret <= 0 {
             return self.client_gone(io.exit_ns);
         }
@@ -271,6 +283,9 @@ impl Connection {
 
     /// A write returned. Yields the request if the client went away.
     pub fn on_write(&mut self, io: &Io) -> Option<Request> {
+        if nothing_happened(io.ret) {
+            return None;
+        }
         if io.ret < 0 {
             return match self.phase {
                 Phase::Idle => None,
@@ -440,6 +455,22 @@ mod tests {
         assert_eq!(ms(&r, Stage::ReadWait), 1);
         assert_eq!(ms(&r, Stage::Idle), 0);
         assert_eq!(r.total_ns(), (102 - 50) * MS);
+    }
+
+    #[test]
+    fn reads_and_writes_that_would_block_change_nothing() {
+        let mut c = Connection::accepted(0);
+        assert!(c.on_read(&read(5, -EAGAIN, 0, b"")).is_none());
+        c.on_read(&read(10, 80, 9, b"GET /a HTTP/1.1\r\n"));
+        assert!(c.on_read(&read(11, -EAGAIN, 0, b"")).is_none());
+        c.on_write(&write(30, 30, 4096, b"HTTP/1.1 200 OK\r\n"));
+        assert!(c.on_write(&write(31, 31, -EAGAIN, b"")).is_none());
+        c.on_write(&write(40, 41, 4096, b""));
+        assert!(c.on_read(&read(50, -EAGAIN, 0, b"")).is_none());
+        let r = c.on_trace_end(60 * MS).expect("request");
+        assert_eq!(r.outcome, Outcome::Complete);
+        assert_eq!(ms(&r, Stage::Handler), 20);
+        assert_eq!(ms(&r, Stage::ResponseWrite), 11);
     }
 
     #[test]

@@ -1,41 +1,27 @@
 //! The connection table: routes decoded events to the chain of their
 //! connection, joins what the kernel reports separately (a socket's handshake
-//! in softirq, its fd in the server's syscalls), and hands finished requests
-//! to the statistics.
+//! in softirq, its accept and first use in the server's threads), and hands
+//! finished requests, with what their threads did meanwhile, to the statistics.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr, rc::Rc};
 
 use rustc_hash::FxHashMap;
-use tracer_common::{IoEvent, SockEvent, dir};
+use tracer_common::{IoEvent, OffCpuEvent, SockEvent, SocketEvent, StackKey, dir};
 
 use crate::{
     chain::{Connection, Io, Request},
-    events::{Event, SockEventExt, socket_addr},
+    events::{Event, SockEventExt, SocketEventExt},
     stats::{Origin, Stats},
+    timeline::{OffCpu, Sample, Target, Timeline},
 };
 
-/// Handshakes not claimed by an fd after this long are forgotten: their
-/// connections were accepted by some other process or never accepted.
+const DNS_PORT: u16 = 53;
+const IPPROTO_UDP: u16 = 17;
+/// Handshakes not claimed by a traced process after this long are forgotten:
+/// their connections were accepted by some other process or never accepted.
 const HANDSHAKE_TTL_NS: u64 = 120 * 1_000_000_000;
-/// Above this many unclaimed handshakes, stale ones are swept.
-const HANDSHAKE_SWEEP_AT: usize = 20_000;
-
-/// What a socket fd found without an accept or connect turned out to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketKind {
-    /// A connection accepted before tracing began.
-    Inbound { peer: SocketAddr },
-    /// Anything else: outbound connections, UDP, unix sockets.
-    Other,
-}
-
-/// Answers what an fd is when the event stream does not say (connections
-/// opened before tracing began). Implemented over /proc in production.
-pub trait SocketOracle {
-    fn classify(&mut self, tgid: u32, fd: i32) -> SocketKind;
-    /// The port of a listening socket's fd.
-    fn listen_port(&mut self, tgid: u32, fd: i32) -> Option<u16>;
-}
+/// Above this many unclaimed handshakes or accepts, stale ones are swept.
+const SWEEP_AT: usize = 20_000;
 
 /// A listening port of a traced process.
 #[derive(Clone, Debug, Default)]
@@ -45,15 +31,10 @@ pub struct Listener {
 }
 
 struct Conn {
+    pid: u32,
+    fd: i32,
     chain: Connection,
-    sk: u64,
     peer: Option<SocketAddr>,
-}
-
-/// An outbound connection of a traced process.
-#[derive(Clone, Copy, Debug)]
-pub struct Outbound {
-    pub peer: SocketAddr,
 }
 
 struct Handshake {
@@ -62,16 +43,21 @@ struct Handshake {
 }
 
 pub struct Collector {
-    conns: FxHashMap<(u32, i32), Conn>,
-    /// fds known not to be inbound connections.
-    others: FxHashMap<(u32, i32), ()>,
-    outbound: FxHashMap<(u32, i32), Outbound>,
+    /// Inbound connections, by socket.
+    conns: FxHashMap<u64, Conn>,
+    /// The socket each fd of a traced process last named.
+    fds: FxHashMap<(u32, i32), u64>,
+    /// Accepted fds not used yet, with the accept time.
+    accepts: FxHashMap<(u32, i32), u64>,
+    /// Outbound sockets (TCP connects, UDP) and their peers.
+    outbound: FxHashMap<u64, SocketAddr>,
     handshakes: FxHashMap<u64, Handshake>,
-    comms: FxHashMap<u32, String>,
+    comms: FxHashMap<u32, Rc<str>>,
     pub listeners: BTreeMap<u16, Listener>,
-    /// fd of each listening socket, to name the port of an accept.
-    listen_fds: FxHashMap<(u32, i32), u16>,
     pub stats: Stats,
+    pub timeline: Timeline,
+    /// Stacks seen since the session last took them, to symbolize.
+    pub new_stacks: Vec<StackKey>,
     pub connections: u64,
     pub events: u64,
     /// Processes that forked from traced ones, to be checked and traced.
@@ -79,158 +65,198 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new() -> Self {
+    /// `sample_us`: microseconds one on-CPU sample stands for (0 if sampling is off).
+    pub fn new(sample_us: u64) -> Self {
         Collector {
             conns: FxHashMap::default(),
-            others: FxHashMap::default(),
+            fds: FxHashMap::default(),
+            accepts: FxHashMap::default(),
             outbound: FxHashMap::default(),
             handshakes: FxHashMap::default(),
             comms: FxHashMap::default(),
             listeners: BTreeMap::new(),
-            listen_fds: FxHashMap::default(),
-            stats: Stats::default(),
+            stats: Stats::new(sample_us),
+            timeline: Timeline::default(),
+            new_stacks: Vec::new(),
             connections: 0,
             events: 0,
             forks: Vec::new(),
         }
     }
 
-    pub fn add_process(&mut self, pid: u32, comm: String) {
-        self.comms.insert(pid, comm);
+    pub fn add_process(&mut self, pid: u32, comm: &str) {
+        self.comms.insert(pid, Rc::from(comm));
     }
 
-    pub fn add_listener(&mut self, pid: u32, port: u16, fd: Option<i32>) {
+    pub fn add_listener(&mut self, pid: u32, port: u16) {
         let l = self.listeners.entry(port).or_default();
         if !l.pids.contains(&pid) {
             l.pids.push(pid);
         }
-        if let Some(fd) = fd {
-            self.listen_fds.insert((pid, fd), port);
-        }
     }
 
-    /// A connection open before tracing began, found in /proc.
-    pub fn add_open_connection(&mut self, pid: u32, fd: i32, peer: SocketAddr) {
-        self.conns.insert((pid, fd), Conn { chain: Connection::already_open(), sk: 0, peer: Some(peer) });
-        self.connections += 1;
-    }
-
-    pub fn handle(&mut self, event: Event, oracle: &mut dyn SocketOracle) {
+    pub fn handle(&mut self, event: Event) {
         self.events += 1;
         match event {
             Event::Accept(a) => {
                 let key = (a.hdr.tgid, a.fd);
-                self.close(key, a.hdr.ts);
-                self.others.remove(&key);
-                let lkey = (a.hdr.tgid, a.listen_fd);
-                let port = match self.listen_fds.get(&lkey) {
-                    Some(&port) => Some(port),
-                    None => oracle.listen_port(lkey.0, lkey.1).inspect(|&port| {
-                        self.add_listener(lkey.0, port, Some(lkey.1));
-                    }),
-                };
-                if let Some(l) = port.and_then(|p| self.listeners.get_mut(&p)) {
-                    l.accepted += 1;
+                // The fd was closed and reused: whatever it named is gone.
+                if let Some(old) = self.fds.remove(&key) {
+                    self.close_fd(old, key, a.hdr.ts);
                 }
-                self.conns.insert(key, Conn { chain: Connection::accepted(a.hdr.ts), sk: 0, peer: None });
-                self.connections += 1;
+                if self.accepts.len() >= SWEEP_AT {
+                    let now = a.hdr.ts;
+                    self.accepts.retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
+                }
+                self.accepts.insert(key, a.hdr.ts);
             }
-            Event::Io(io, payload) => self.on_io(&io, payload, oracle),
+            Event::Socket(s) => self.on_socket(&s),
+            Event::Io(io, payload) => self.on_io(&io, payload),
             Event::Connect(c) => {
-                let key = (c.hdr.tgid, c.fd);
-                self.close(key, c.hdr.ts);
-                self.others.insert(key, ());
-                self.outbound.insert(key, Outbound { peer: socket_addr(c.family, &c.addr, c.port) });
+                self.fds.insert((c.hdr.tgid, c.fd), c.sk);
+                self.outbound.insert(c.sk, c.remote());
             }
             Event::Close(c) => {
-                let key = (c.hdr.tgid, c.fd);
-                self.close(key, c.hdr.ts);
-                self.others.remove(&key);
-                self.outbound.remove(&key);
+                self.close(c.sk, c.hdr.ts);
+                self.outbound.remove(&c.sk);
             }
             Event::Established(s) => self.on_handshake(&s),
-            Event::Listen(s) => self.add_listener(s.hdr.tgid, s.sport, None),
+            Event::Listen(s) => self.add_listener(s.hdr.tgid, s.sport),
             Event::Fork(f) => self.forks.push(f.child_pid),
+            Event::Sample(s) => {
+                let sample = Sample { ts: s.hdr.ts, tgid: s.hdr.tgid, user_stack: s.user_stack, kernel_stack: s.kernel_stack };
+                self.note_stack(s.hdr.tgid, s.user_stack, s.kernel_stack);
+                self.timeline.push_sample(s.hdr.tid, sample);
+            }
+            Event::OffCpu(o) => self.on_off_cpu(&o),
         }
     }
 
     fn on_handshake(&mut self, s: &SockEvent) {
-        if self.handshakes.len() >= HANDSHAKE_SWEEP_AT {
+        if self.handshakes.len() >= SWEEP_AT {
             let now = s.hdr.ts;
             self.handshakes.retain(|_, h| now.saturating_sub(h.ts) < HANDSHAKE_TTL_NS);
         }
         self.handshakes.insert(s.sk, Handshake { ts: s.hdr.ts, peer: s.remote() });
     }
 
-    fn on_io(&mut self, ev: &IoEvent, payload: &[u8], oracle: &mut dyn SocketOracle) {
-        let key = (ev.hdr.tgid, ev.fd);
-        if self.others.contains_key(&key) {
+    /// First use of a socket by a traced process: an inbound connection
+    /// gets its chain; anything else is remembered as outbound.
+    fn on_socket(&mut self, s: &SocketEvent) {
+        let (pid, key) = (s.hdr.tgid, (s.hdr.tgid, s.fd));
+        if let Some(old) = self.fds.insert(key, s.sk).filter(|&old| old != s.sk) {
+            self.close_fd(old, key, s.hdr.ts);
+        }
+        if self.conns.contains_key(&s.sk) || self.outbound.contains_key(&s.sk) {
             return;
         }
-        let conn = match self.conns.get_mut(&key) {
-            Some(c) => c,
-            None => match oracle.classify(ev.hdr.tgid, ev.fd) {
-                SocketKind::Inbound { peer } => {
-                    self.connections += 1;
-                    self.conns.entry(key).or_insert(Conn { chain: Connection::already_open(), sk: 0, peer: Some(peer) })
-                }
-                SocketKind::Other => {
-                    self.others.insert(key, ());
-                    return;
-                }
-            },
-        };
-        if conn.sk == 0 {
-            conn.sk = ev.sk;
-            if let Some(h) = self.handshakes.remove(&ev.sk) {
-                conn.chain.set_established(h.ts);
-                conn.peer = Some(h.peer);
-            }
+        let handshake = self.handshakes.remove(&s.sk);
+        let inbound = s.protocol != IPPROTO_UDP && (handshake.is_some() || self.listeners.contains_key(&s.sport));
+        if !inbound {
+            self.outbound.insert(s.sk, s.remote());
+            return;
         }
+        let mut chain = match self.accepts.remove(&key) {
+            Some(ts) => {
+                if let Some(l) = self.listeners.get_mut(&s.sport) {
+                    l.accepted += 1;
+                }
+                Connection::accepted(ts)
+            }
+            // Accepted before tracing began.
+            None => Connection::already_open(),
+        };
+        if let Some(h) = &handshake {
+            chain.set_established(h.ts);
+        }
+        let peer = handshake.map(|h| h.peer).or_else(|| s.has_addresses().then(|| s.remote()));
+        self.conns.insert(s.sk, Conn { pid, fd: s.fd, chain, peer });
+        self.connections += 1;
+    }
+
+    fn on_io(&mut self, ev: &IoEvent, payload: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&ev.sk) else { return };
         let io = Io { tid: ev.hdr.tid, enter_ns: ev.enter_ts, exit_ns: ev.hdr.ts, ret: ev.ret, ready_ns: ev.ready_ts, payload };
         let done = if ev.dir == dir::READ { conn.chain.on_read(&io) } else { conn.chain.on_write(&io) };
         if let Some(req) = done {
-            let peer = conn.peer;
-            self.finish(ev.hdr.tgid, peer, req);
+            let (pid, peer) = (conn.pid, conn.peer);
+            self.finish(pid, peer, req);
         }
     }
 
-    fn close(&mut self, key: (u32, i32), ts: u64) {
-        if let Some(mut conn) = self.conns.remove(&key) {
+    fn note_stack(&mut self, tgid: u32, user_stack: i32, kernel_stack: i32) {
+        self.new_stacks.push(StackKey { tgid, user_stack, kernel_stack, _pad: 0 });
+    }
+
+    fn on_off_cpu(&mut self, o: &OffCpuEvent) {
+        let tgid = o.hdr.tgid;
+        // Resolved now, while the fd still names what it named when the thread blocked.
+        let sk = (o.fd >= 0).then(|| self.fds.get(&(tgid, o.fd as i32)).copied()).flatten();
+        let target = match sk {
+            Some(sk) if self.conns.contains_key(&sk) => Target::Inbound,
+            Some(sk) => match self.outbound.get(&sk) {
+                Some(peer) if peer.port() == DNS_PORT => Target::Dns(*peer),
+                Some(peer) => Target::Outbound(*peer),
+                None => Target::None,
+            },
+            None => Target::None,
+        };
+        self.note_stack(tgid, o.user_stack, o.kernel_stack);
+        self.timeline.push_off_cpu(
+            o.hdr.tid,
+            OffCpu {
+                start: o.start_ts,
+                end: o.hdr.ts,
+                tgid,
+                user_stack: o.user_stack,
+                kernel_stack: o.kernel_stack,
+                syscall: o.syscall,
+                target,
+                waker_tgid: o.waker_tgid,
+            },
+        );
+    }
+
+    /// An fd that named `sk` now names something else: close the connection
+    /// if it still is the one behind that fd (socket addresses are reused).
+    fn close_fd(&mut self, sk: u64, (pid, fd): (u32, i32), ts: u64) {
+        if self.conns.get(&sk).is_some_and(|c| c.pid == pid && c.fd == fd) {
+            self.close(sk, ts);
+        }
+    }
+
+    fn close(&mut self, sk: u64, ts: u64) {
+        if let Some(mut conn) = self.conns.remove(&sk) {
+            if self.fds.get(&(conn.pid, conn.fd)) == Some(&sk) {
+                self.fds.remove(&(conn.pid, conn.fd));
+            }
             if let Some(req) = conn.chain.on_close(ts) {
-                self.finish(key.0, conn.peer, req);
+                self.finish(conn.pid, conn.peer, req);
             }
         }
     }
 
     fn finish(&mut self, pid: u32, peer: Option<SocketAddr>, req: Request) {
-        let comm = self.comms.get(&pid).cloned().unwrap_or_else(|| pid.to_string());
-        self.stats.record(req, Origin { pid, comm, peer });
+        let comm = self.comms.get(&pid).cloned().unwrap_or_else(|| Rc::from(pid.to_string()));
+        let (from, to) = req.handler_ns;
+        let attribution = self.timeline.within(&[req.read_tid, req.write_tid], from, to);
+        self.stats.record(req, Origin { pid, comm, peer }, &attribution);
     }
 
     /// Tracing stopped at `ts`: settle every connection's request in progress.
     pub fn finish_all(&mut self, ts: u64) {
         let conns: Vec<_> = self.conns.drain().collect();
-        for ((pid, _), mut conn) in conns {
+        for (_, mut conn) in conns {
             if let Some(req) = conn.chain.on_trace_end(ts) {
-                self.finish(pid, conn.peer, req);
+                self.finish(conn.pid, conn.peer, req);
             }
         }
     }
 
-    pub fn outbound(&self, tgid: u32, fd: i32) -> Option<&Outbound> {
-        self.outbound.get(&(tgid, fd))
-    }
-
     /// Connections currently tracked (for bounded-memory checks).
+    #[cfg(test)]
     pub fn open_connections(&self) -> usize {
         self.conns.len()
-    }
-}
-
-impl Default for Collector {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -239,71 +265,132 @@ mod tests {
     use super::*;
     use tracer_common::{AcceptEvent, CloseEvent, EventHeader, kind};
 
-    struct NoProc;
-    impl SocketOracle for NoProc {
-        fn classify(&mut self, _: u32, _: i32) -> SocketKind {
-            SocketKind::Other
-        }
-        fn listen_port(&mut self, _: u32, _: i32) -> Option<u16> {
-            None
-        }
-    }
+    const MS: u64 = 1_000_000;
 
     fn hdr(kind: u8, ts_ms: u64) -> EventHeader {
-        EventHeader { kind, tgid: 10, tid: 11, ts: ts_ms * 1_000_000, ..Default::default() }
+        EventHeader { kind, tgid: 10, tid: 11, ts: ts_ms * MS, ..Default::default() }
     }
 
-    fn io(fd: i32, d: u8, ts_ms: u64, ret: i64) -> IoEvent {
-        IoEvent {
-            hdr: hdr(kind::IO, ts_ms),
-            enter_ts: ts_ms * 1_000_000 - 1000,
-            sk: 0xffff_0000 + fd as u64,
-            ret,
-            fd,
-            dir: d,
-            ..Default::default()
-        }
+    fn socket(sk: u64, fd: i32, sport: u16, dport: u16, ts_ms: u64) -> Event<'static> {
+        let mut s = SocketEvent { hdr: hdr(kind::SOCKET, ts_ms), sk, fd, family: 2, protocol: 6, sport, dport, ..Default::default() };
+        s.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        s.daddr[..4].copy_from_slice(&[10, 0, 0, 9]);
+        Event::Socket(s)
+    }
+
+    fn io(sk: u64, fd: i32, d: u8, ts_ms: u64, ret: i64) -> IoEvent {
+        IoEvent { hdr: hdr(kind::IO, ts_ms), enter_ts: ts_ms * MS, sk, ret, fd, dir: d, ..Default::default() }
+    }
+
+    fn accept(fd: i32, ts_ms: u64) -> Event<'static> {
+        Event::Accept(AcceptEvent { hdr: hdr(kind::ACCEPT, ts_ms), fd, _pad: 0 })
     }
 
     #[test]
     fn joins_handshake_accept_and_io_of_one_connection() {
-        let mut c = Collector::new();
-        c.add_process(10, "srv".into());
-        let mut est = SockEvent { hdr: hdr(kind::ESTABLISHED, 5), sk: 0xffff_0000 + 7, family: 2, sport: 80, dport: 4000, ..Default::default() };
+        let mut c = Collector::new(0);
+        c.add_process(10, "srv");
+        c.add_listener(10, 80);
+        let mut est = SockEvent { hdr: hdr(kind::ESTABLISHED, 5), sk: 0xa, family: 2, sport: 80, dport: 4000, ..Default::default() };
         est.hdr.tgid = 0;
         est.daddr[..4].copy_from_slice(&[10, 0, 0, 9]);
-        c.handle(Event::Established(est), &mut NoProc);
-        c.handle(Event::Accept(AcceptEvent { hdr: hdr(kind::ACCEPT, 8), enter_ts: 0, listen_fd: 3, fd: 7 }), &mut NoProc);
-        c.handle(Event::Io(io(7, dir::READ, 9, 40), b"GET /x HTTP/1.1\r\n"), &mut NoProc);
-        c.handle(Event::Io(io(7, dir::WRITE, 29, 40), b"HTTP/1.1 200 OK\r\n"), &mut NoProc);
-        c.handle(Event::Close(CloseEvent { hdr: hdr(kind::CLOSE, 30), sk: 0, fd: 7, _pad: 0 }), &mut NoProc);
+        c.handle(Event::Established(est));
+        c.handle(accept(7, 8));
+        c.handle(socket(0xa, 7, 80, 4000, 9));
+        c.handle(Event::Io(io(0xa, 7, dir::READ, 9, 40), b"GET /x HTTP/1.1\r\n"));
+        c.handle(Event::Io(io(0xa, 7, dir::WRITE, 29, 40), b"HTTP/1.1 200 OK\r\n"));
+        c.handle(Event::Close(CloseEvent { hdr: hdr(kind::CLOSE, 30), sk: 0xa }));
         assert_eq!(c.stats.requests, 1);
         let slow = c.stats.slowest();
         let r = &slow[0];
         assert_eq!(r.origin.peer, Some("10.0.0.9:4000".parse().expect("addr")));
-        assert_eq!(r.request.stages.get(crate::chain::Stage::AcceptQueue), 3_000_000);
+        assert_eq!(r.request.stages.get(crate::chain::Stage::AcceptQueue), 3 * MS);
         assert_eq!(r.route.label(), "GET /x");
         assert_eq!(c.open_connections(), 0);
+        assert_eq!(c.listeners[&80].accepted, 1);
     }
 
     #[test]
-    fn outbound_and_unknown_sockets_are_not_chains() {
-        let mut c = Collector::new();
-        c.handle(Event::Io(io(5, dir::READ, 1, 10), b"GET / HTTP/1.1\r\n"), &mut NoProc);
-        c.handle(Event::Io(io(5, dir::WRITE, 2, 10), b"HTTP/1.1 200 OK\r\n"), &mut NoProc);
-        c.finish_all(10_000_000);
+    fn a_reused_socket_address_is_not_closed_by_its_old_fd() {
+        let mut c = Collector::new(0);
+        c.add_listener(10, 80);
+        // Connection 1 on fd 9, socket 0xa, closed.
+        c.handle(accept(9, 1));
+        c.handle(socket(0xa, 9, 80, 1, 1));
+        c.handle(Event::Io(io(0xa, 9, dir::READ, 2, 10), b"GET / HTTP/1.1\r\n"));
+        c.handle(Event::Io(io(0xa, 9, dir::WRITE, 3, 10), b"HTTP/1.1 200 OK\r\n"));
+        c.handle(Event::Close(CloseEvent { hdr: hdr(kind::CLOSE, 4), sk: 0xa }));
+        // Connection 2 gets the same socket address, on fd 8; fd 9 is accepted again.
+        c.handle(accept(8, 5));
+        c.handle(socket(0xa, 8, 80, 2, 5));
+        c.handle(Event::Io(io(0xa, 8, dir::READ, 6, 10), b"GET /two HTTP/1.1\r\n"));
+        c.handle(accept(9, 7));
+        c.handle(Event::Io(io(0xa, 8, dir::WRITE, 8, 10), b"HTTP/1.1 200 OK\r\n"));
+        c.handle(Event::Close(CloseEvent { hdr: hdr(kind::CLOSE, 9), sk: 0xa }));
+        let slow = c.stats.slowest();
+        let two = slow.iter().find(|s| s.route.path == "/two").expect("second request");
+        assert_eq!(two.request.outcome, crate::chain::Outcome::Complete);
+        assert_eq!(two.request.status, Some(200));
+    }
+
+    #[test]
+    fn outbound_sockets_are_not_chains() {
+        let mut c = Collector::new(0);
+        c.add_listener(10, 80);
+        c.handle(socket(0xb, 5, 41000, 9001, 1));
+        c.handle(Event::Io(io(0xb, 5, dir::WRITE, 1, 10), b"GET / HTTP/1.1\r\n"));
+        c.handle(Event::Io(io(0xb, 5, dir::READ, 2, 10), b"HTTP/1.1 200 OK\r\n"));
+        c.finish_all(10 * MS);
         assert_eq!(c.stats.requests, 0);
     }
 
     #[test]
+    fn connections_open_before_tracing_are_followed() {
+        let mut c = Collector::new(0);
+        c.add_listener(10, 80);
+        c.handle(socket(0xc, 9, 80, 5555, 1));
+        c.handle(Event::Io(io(0xc, 9, dir::READ, 2, 10), b"GET /old HTTP/1.1\r\n"));
+        c.handle(Event::Io(io(0xc, 9, dir::WRITE, 3, 10), b"HTTP/1.1 200 OK\r\n"));
+        c.finish_all(10 * MS);
+        let slow = c.stats.slowest();
+        assert_eq!(slow[0].route.label(), "GET /old");
+        assert_eq!(slow[0].origin.peer, Some("10.0.0.9:5555".parse().expect("addr")));
+    }
+
+    #[test]
     fn fd_reuse_closes_the_previous_connection() {
-        let mut c = Collector::new();
-        let accept = |ts| Event::Accept(AcceptEvent { hdr: hdr(kind::ACCEPT, ts), enter_ts: 0, listen_fd: 3, fd: 7 });
-        c.handle(accept(1), &mut NoProc);
-        c.handle(Event::Io(io(7, dir::READ, 2, 10), b"GET / HTTP/1.1\r\n"), &mut NoProc);
-        c.handle(Event::Io(io(7, dir::WRITE, 3, 10), b"HTTP/1.1 200 OK\r\n"), &mut NoProc);
-        c.handle(accept(4), &mut NoProc);
+        let mut c = Collector::new(0);
+        c.add_listener(10, 80);
+        c.handle(accept(7, 1));
+        c.handle(socket(0xa, 7, 80, 1, 1));
+        c.handle(Event::Io(io(0xa, 7, dir::READ, 2, 10), b"GET / HTTP/1.1\r\n"));
+        c.handle(Event::Io(io(0xa, 7, dir::WRITE, 3, 10), b"HTTP/1.1 200 OK\r\n"));
+        // Closed after a reset (no close event), then fd 7 comes back from accept.
+        c.handle(accept(7, 4));
+        c.handle(socket(0xd, 7, 80, 2, 4));
         assert_eq!(c.stats.requests, 1);
         assert_eq!(c.connections, 2);
+        assert_eq!(c.open_connections(), 1);
+    }
+
+    #[test]
+    fn blocks_on_outbound_and_dns_sockets_are_named() {
+        let mut c = Collector::new(0);
+        c.add_listener(10, 80);
+        c.handle(socket(0xb, 5, 41000, 9001, 1));
+        let mut udp = SocketEvent { hdr: hdr(kind::SOCKET, 1), sk: 0xe, fd: 6, family: 2, protocol: 17, sport: 50000, dport: 53, ..Default::default() };
+        udp.daddr[..4].copy_from_slice(&[127, 0, 0, 53]);
+        c.handle(Event::Socket(udp));
+        for (fd, start) in [(5, 10), (6, 20), (-1, 30)] {
+            let o = OffCpuEvent { hdr: hdr(kind::OFF_CPU, start + 5), start_ts: start * MS, syscall: 45, fd, ..Default::default() };
+            c.handle(Event::OffCpu(o));
+        }
+        let a = c.timeline.within(&[11], 0, 100 * MS);
+        let mut targets: Vec<Target> = a.off.iter().map(|(o, _)| o.target).collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            vec![Target::None, Target::Outbound("10.0.0.9:9001".parse().expect("addr")), Target::Dns("127.0.0.53:53".parse().expect("addr"))]
+        );
     }
 }

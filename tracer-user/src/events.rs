@@ -3,20 +3,24 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tracer_common::{
-    AcceptEvent, CloseEvent, ConnectEvent, EventHeader, ForkEvent, IoEvent, IoPayloadEvent, SockEvent, kind,
-    read_record,
+    AcceptEvent, CloseEvent, EventHeader, ForkEvent, IoEvent, IoPayloadEvent, OffCpuEvent, SampleEvent, SockEvent,
+    SocketEvent, kind, read_record,
 };
 
 #[derive(Clone, Copy, Debug)]
 pub enum Event<'a> {
     Accept(AcceptEvent),
+    /// First use of a socket by a traced process.
+    Socket(SocketEvent),
     /// A socket read or write, with the first bytes of its payload when captured.
     Io(IoEvent, &'a [u8]),
-    Connect(ConnectEvent),
+    Connect(SocketEvent),
     Close(CloseEvent),
     Established(SockEvent),
     Listen(SockEvent),
     Fork(ForkEvent),
+    Sample(SampleEvent),
+    OffCpu(OffCpuEvent),
 }
 
 /// Decodes one record; `None` for a record too short or of an unknown kind.
@@ -26,6 +30,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event<'_>> {
     let hdr: EventHeader = unsafe { read_record(bytes) }?;
     Some(match hdr.kind {
         kind::ACCEPT => Event::Accept(unsafe { read_record(bytes) }?),
+        kind::SOCKET => Event::Socket(unsafe { read_record(bytes) }?),
         kind::IO => Event::Io(unsafe { read_record(bytes) }?, &[]),
         kind::IO_PAYLOAD => {
             let io: IoEvent = unsafe { read_record(bytes) }?;
@@ -38,11 +43,14 @@ pub fn decode(bytes: &[u8]) -> Option<Event<'_>> {
         kind::ESTABLISHED => Event::Established(unsafe { read_record(bytes) }?),
         kind::LISTEN => Event::Listen(unsafe { read_record(bytes) }?),
         kind::FORK => Event::Fork(unsafe { read_record(bytes) }?),
+        kind::SAMPLE => Event::Sample(unsafe { read_record(bytes) }?),
+        kind::OFF_CPU => Event::OffCpu(unsafe { read_record(bytes) }?),
         _ => return None,
     })
 }
 
 const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 /// An address as the kernel reports it: 4 bytes for IPv4, 16 for IPv6.
 pub fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> SocketAddr {
@@ -64,6 +72,21 @@ impl SockEventExt for SockEvent {
 pub trait SockEventExt {
     /// The peer of a passive open: the client.
     fn remote(&self) -> SocketAddr;
+}
+
+pub trait SocketEventExt {
+    fn remote(&self) -> SocketAddr;
+    /// IPv4 or IPv6: the addresses mean something.
+    fn has_addresses(&self) -> bool;
+}
+
+impl SocketEventExt for SocketEvent {
+    fn remote(&self) -> SocketAddr {
+        socket_addr(self.family, &self.daddr, self.dport)
+    }
+    fn has_addresses(&self) -> bool {
+        self.family == AF_INET || self.family == AF_INET6
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,25 @@
 //! `tracer`: where did each request's time go? An eBPF latency tracer for
 //! live HTTP servers, without changing or restarting them.
 
+mod causes;
 mod chain;
 mod collector;
 mod events;
 mod flame;
 mod http;
-mod oracle;
+mod kernel_btf;
+mod outputs;
 mod preflight;
 mod probes;
 mod procfs;
 mod report;
 mod session;
+mod stacks;
 mod stats;
 mod summary;
+mod symbolize;
+mod syscalls;
+mod timeline;
 mod tracefs;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -58,6 +64,15 @@ struct Common {
     /// Directory for the outputs (default: ./tracer-YYYYMMDD-HHMMSS).
     #[arg(long, short = 'o')]
     out: Option<PathBuf>,
+    /// On-CPU sampling frequency in Hz (0 turns sampling off).
+    #[arg(long, default_value_t = 99)]
+    freq: u64,
+    /// Shortest off-CPU block reported, in milliseconds.
+    #[arg(long, default_value_t = 1.0)]
+    min_block: f64,
+    /// Do not trace off-CPU time (context switches of the traced threads).
+    #[arg(long)]
+    no_off_cpu: bool,
 }
 
 impl Common {
@@ -67,7 +82,20 @@ impl Common {
             Some(d) => Some(Duration::from_secs_f64(d)),
             None => None,
         };
-        Ok(session::Settings { duration, out: self.out, children })
+        if !(self.min_block >= 0.0 && self.min_block.is_finite()) {
+            anyhow::bail!("--min-block must be a number of milliseconds, 0 or more");
+        }
+        if self.freq > 10_000 {
+            anyhow::bail!("--freq above 10000 Hz would slow the traced process down");
+        }
+        Ok(session::Settings {
+            duration,
+            out: self.out,
+            children,
+            freq: self.freq,
+            off_cpu: !self.no_off_cpu,
+            min_block: Duration::from_secs_f64(self.min_block / 1000.0),
+        })
     }
 }
 

@@ -1,8 +1,8 @@
-//! What `/proc` tells about traced processes: names, children, and their TCP
-//! sockets (listeners and connections open before tracing began).
+//! What `/proc` tells about traced processes: names, threads, children, and
+//! the ports they listen on.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap},
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
@@ -66,7 +66,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 }
 
 /// Socket inode of each fd of `pid` that is a socket.
-pub fn socket_fds(pid: u32) -> HashMap<u64, i32> {
+fn socket_fds(pid: u32) -> HashMap<u64, i32> {
     let mut out = HashMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return out };
     for entry in dir.flatten() {
@@ -78,17 +78,12 @@ pub fn socket_fds(pid: u32) -> HashMap<u64, i32> {
     out
 }
 
-/// Socket inode of one fd, if it is a socket.
-pub fn fd_socket_inode(pid: u32, fd: i32) -> Option<u64> {
-    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    socket_inode(&link.to_string_lossy())
-}
-
 fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// TCP states of `/proc/net/tcp` used here.
+#[cfg(test)]
 pub const TCP_ESTABLISHED: u8 = 0x01;
 pub const TCP_LISTEN: u8 = 0x0A;
 
@@ -102,7 +97,7 @@ pub struct TcpSocket {
 }
 
 /// The TCP sockets visible in `pid`'s network namespace, by inode.
-pub fn tcp_sockets(pid: u32) -> HashMap<u64, TcpSocket> {
+fn tcp_sockets(pid: u32) -> HashMap<u64, TcpSocket> {
     let mut out = HashMap::new();
     for file in ["tcp", "tcp6"] {
         let Ok(text) = read(&format!("/proc/{pid}/net/{file}")) else { continue };
@@ -146,18 +141,15 @@ fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Listening TCP ports of `pid`, with the fd that holds each.
-pub fn listeners(pid: u32) -> Vec<(u16, i32)> {
+/// Listening TCP ports of `pid`.
+pub fn listeners(pid: u32) -> Vec<u16> {
     let fds = socket_fds(pid);
-    let mut seen = HashSet::new();
-    let mut out: Vec<(u16, i32)> = tcp_sockets(pid)
+    let ports: BTreeSet<u16> = tcp_sockets(pid)
         .values()
-        .filter(|s| s.state == TCP_LISTEN)
-        .filter_map(|s| fds.get(&s.inode).map(|&fd| (s.local.port(), fd)))
-        .filter(|entry| seen.insert(*entry))
+        .filter(|s| s.state == TCP_LISTEN && fds.contains_key(&s.inode))
+        .map(|s| s.local.port())
         .collect();
-    out.sort_unstable();
-    out
+    ports.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -195,6 +187,6 @@ mod tests {
     fn finds_own_listener() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
-        assert!(listeners(std::process::id()).iter().any(|&(p, _)| p == port));
+        assert!(listeners(std::process::id()).contains(&port));
     }
 }

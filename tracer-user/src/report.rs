@@ -9,7 +9,7 @@ use crate::{
     chain::Stage,
     collector::Collector,
     probes::Counters,
-    stats::{RouteStats, SlowRequest, outcome_name, us},
+    stats::{Cause, RouteStats, SlowRequest, outcome_name, us},
 };
 
 #[derive(Serialize)]
@@ -27,6 +27,7 @@ pub struct Report {
     pub drops: Drops,
     pub events: u64,
     pub events_per_s: f64,
+    pub sampling: Sampling,
     pub routes: Vec<RouteReport>,
     pub slowest: Vec<SlowReport>,
     pub listeners: Vec<ListenerReport>,
@@ -44,9 +45,22 @@ pub struct ProcessInfo {
 #[derive(Serialize)]
 pub struct Drops {
     pub ringbuf_full: u64,
-    pub inflight_table_full: u64,
+    pub blocked_write_table_full: u64,
     pub socket_table_full: u64,
     pub payload_unreadable: u64,
+    /// Samples or blocks kept without their stack (stack map full or collision).
+    pub stacks_lost: u64,
+    pub stack_table_full: u64,
+}
+
+/// How stacks were gathered.
+#[derive(Clone, Copy, Serialize)]
+pub struct Sampling {
+    /// On-CPU sampling frequency, 0 when off.
+    pub freq_hz: u64,
+    pub off_cpu: bool,
+    /// Shortest block reported off-CPU.
+    pub min_block_us: u64,
 }
 
 #[derive(Serialize)]
@@ -67,6 +81,10 @@ pub struct RouteReport {
     pub stages: BTreeMap<&'static str, StageReport>,
     pub statuses: BTreeMap<String, u64>,
     pub outcomes: BTreeMap<&'static str, u64>,
+    /// Share of handler time that the serving threads' on-CPU samples and
+    /// off-CPU blocks explain. Threads that hand requests around (Go's
+    /// goroutines, event loops) leave part of it unexplained.
+    pub explained_pct: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -110,6 +128,7 @@ pub struct Meta {
     pub duration_s: f64,
     pub processes: Vec<ProcessInfo>,
     pub counters: Counters,
+    pub sampling: Sampling,
     pub warnings: Vec<String>,
 }
 
@@ -123,7 +142,7 @@ fn wall(meta: &Meta, mono_ns: u64) -> String {
     rfc3339(t)
 }
 
-fn route_report(key: &crate::stats::RouteKey, r: &RouteStats) -> RouteReport {
+fn route_report(key: &crate::stats::RouteKey, r: &RouteStats, sampling: Sampling) -> RouteReport {
     let stages = Stage::ALL
         .iter()
         .map(|&s| {
@@ -141,10 +160,11 @@ fn route_report(key: &crate::stats::RouteKey, r: &RouteStats) -> RouteReport {
         stages,
         statuses: r.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         outcomes: r.outcomes.clone(),
+        explained_pct: (sampling.freq_hz > 0 || sampling.off_cpu).then(|| (r.explained_pct() * 10.0).round() / 10.0),
     }
 }
 
-fn slow_report(meta: &Meta, s: &SlowRequest) -> SlowReport {
+fn slow_report(meta: &Meta, s: &SlowRequest, name: &mut dyn FnMut(&Cause) -> String) -> SlowReport {
     let r = &s.request;
     SlowReport {
         method: s.route.method.clone(),
@@ -152,22 +172,23 @@ fn slow_report(meta: &Meta, s: &SlowRequest) -> SlowReport {
         status: r.status,
         peer: s.origin.peer.map(|p| p.to_string()),
         pid: s.origin.pid,
-        process: s.origin.comm.clone(),
+        process: s.origin.comm.to_string(),
         started_at: wall(meta, r.start_ns),
         total_us: us(r.total_ns()),
         outcome: outcome_name(r.outcome),
         stages: Stage::LATENCY.iter().map(|&st| (st.name(), us(r.stages.get(st)))).collect(),
         bytes_in: r.bytes_in,
         bytes_out: r.bytes_out,
-        blocked_on: Vec::new(),
+        blocked_on: s.causes.iter().map(|(c, us)| Blocked { what: name(c), us: *us }).collect(),
     }
 }
 
-pub fn build(collector: &Collector, meta: Meta) -> Report {
+/// The report; `name` says what a cause was (it needs the symbolized stacks).
+pub fn build(collector: &Collector, meta: Meta, name: &mut dyn FnMut(&Cause) -> String) -> Report {
     let stats = &collector.stats;
-    let mut routes: Vec<RouteReport> = stats.routes.iter().map(|(k, r)| route_report(k, r)).collect();
+    let mut routes: Vec<RouteReport> = stats.routes.iter().map(|(k, r)| route_report(k, r, meta.sampling)).collect();
     routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.method, &a.path).cmp(&(&b.method, &b.path))));
-    let slowest = stats.slowest().into_iter().map(|s| slow_report(&meta, s)).collect();
+    let slowest = stats.slowest().into_iter().map(|s| slow_report(&meta, s, name)).collect();
     let listeners = collector
         .listeners
         .iter()
@@ -192,10 +213,13 @@ pub fn build(collector: &Collector, meta: Meta) -> Report {
         dropped_events: c.dropped(),
         drops: Drops {
             ringbuf_full: c.ringbuf_full,
-            inflight_table_full: c.inflight_full,
+            blocked_write_table_full: c.blocked_write_full,
             socket_table_full: c.socks_full,
             payload_unreadable: c.payload_fault,
+            stacks_lost: c.stack_lost,
+            stack_table_full: c.stack_table_full,
         },
+        sampling: meta.sampling,
         events: c.events,
         events_per_s: if meta.duration_s > 0.0 { c.events as f64 / meta.duration_s } else { 0.0 },
         routes,

@@ -2,7 +2,7 @@
 //! ends, Ctrl-C, or they all exit, then write the outputs.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command},
     time::{Duration, Instant, SystemTime},
 };
@@ -16,20 +16,20 @@ use tokio::{
 };
 
 use crate::{
+    causes,
     collector::Collector,
-    events,
-    flame::Folded,
-    oracle::ProcOracle,
-    preflight,
-    probes::Probes,
+    events, outputs, preflight,
+    probes::{self, Probes},
     procfs, report,
-    report::{Meta, ProcessInfo},
+    report::{Meta, ProcessInfo, Sampling},
+    stacks::Stacks,
     summary, tracefs,
 };
 
 /// How often the ring buffer is drained when no wake-up came.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
-/// How often traced processes are checked for exit and new children.
+/// How often traced processes are checked for exit and new children, and
+/// new stacks symbolized.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// Ring-buffer bytes that force an early wake-up of the reader.
 const WAKEUP_BYTES: u64 = 512 * 1024;
@@ -39,6 +39,10 @@ pub struct Settings {
     pub out: Option<PathBuf>,
     /// Also trace the descendants of the given processes (nginx workers...).
     pub children: bool,
+    /// On-CPU sampling frequency in Hz, 0 for none.
+    pub freq: u64,
+    pub off_cpu: bool,
+    pub min_block: Duration,
 }
 
 /// What to trace: running processes, or a command to start.
@@ -47,10 +51,19 @@ pub enum Target {
     Command(Vec<String>),
 }
 
-struct Traced {
-    pid: u32,
-    comm: String,
-    exited: bool,
+pub struct Traced {
+    pub pid: u32,
+    pub comm: String,
+    pub exited: bool,
+}
+
+/// Everything the session follows while it runs.
+struct Run {
+    probes: Probes,
+    collector: Collector,
+    stacks: Stacks,
+    traced: Vec<Traced>,
+    child: Option<Child>,
 }
 
 pub fn run(target: Target, settings: Settings) -> Result<()> {
@@ -59,40 +72,49 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         Target::Pids(p) => preflight::resolve_pids(p)?,
         Target::Command(_) => Vec::new(),
     };
-    let mut warnings = Vec::new();
     if tracefs::ensure_mounted()? {
         eprintln!("tracer: mounted tracefs on {}", tracefs::ROOT);
     }
     bump_memlock_limit();
-    let (mut probes, load) = Probes::load(WAKEUP_BYTES)?;
-    for w in &load.warnings {
+    let config = probes::Config {
+        wakeup_bytes: WAKEUP_BYTES,
+        freq: settings.freq,
+        off_cpu: settings.off_cpu,
+        min_block_ns: settings.min_block.as_nanos() as u64,
+    };
+    let (mut probes, warnings) = Probes::load(config)?;
+    for w in &warnings {
         eprintln!("tracer: warning: {w}");
     }
-    warnings.extend(load.warnings);
+    let tables = probes.take_tables().context("stack tables already taken")?;
+    let probes::Tables { stacks, oncpu, offcpu_us } = tables;
+    let sample_us = if settings.freq > 0 { 1_000_000 / settings.freq } else { 0 };
+    let mut run = Run { probes, collector: Collector::new(sample_us), stacks: Stacks::new(stacks), traced: Vec::new(), child: None };
 
-    let mut collector = Collector::new();
-    let mut traced: Vec<Traced> = Vec::new();
-    let mut child: Option<Child> = None;
     match target {
         Target::Pids(_) => {
             let mut all = pids.clone();
             if settings.children {
                 for &pid in &pids {
-                    all.extend(procfs::descendants(pid).into_iter().filter(|p| !all.contains(p)).collect::<Vec<_>>());
+                    for child in procfs::descendants(pid) {
+                        if !all.contains(&child) {
+                            all.push(child);
+                        }
+                    }
                 }
             }
             for pid in all {
-                start_tracing(pid, &mut probes, &mut collector, &mut traced)?;
+                run.start_tracing(pid)?;
             }
         }
         Target::Command(cmd) => {
             let (program, args) = cmd.split_first().context("exec needs a command")?;
             let c = Command::new(program).args(args).spawn().with_context(|| format!("starting {program}"))?;
-            start_tracing(c.id(), &mut probes, &mut collector, &mut traced)?;
-            child = Some(c);
+            run.start_tracing(c.id())?;
+            run.child = Some(c);
         }
     }
-    let names: Vec<String> = traced.iter().map(|t| format!("{} ({})", t.comm, t.pid)).collect();
+    let names: Vec<String> = run.traced.iter().map(|t| format!("{} ({})", t.comm, t.pid)).collect();
     eprintln!(
         "tracer: tracing {}{}; Ctrl-C to stop",
         names.join(", "),
@@ -102,13 +124,14 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
     let started = SystemTime::now();
     let realtime_offset_ns = realtime_minus_monotonic_ns();
     let t0 = Instant::now();
-    let ring = probes.take_ring().context("ring buffer already taken")?;
+    let ring = run.probes.take_ring().context("ring buffer already taken")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let stop = rt.block_on(follow(ring, &mut probes, &mut collector, &mut traced, &mut child, settings.duration))?;
+    let stop = rt.block_on(run.follow(ring, settings.duration))?;
     let duration_s = t0.elapsed().as_secs_f64();
-    collector.finish_all(monotonic_ns());
-    let counters = probes.counters()?;
-    // Detach before the slower work of writing outputs.
+    run.collector.finish_all(monotonic_ns());
+    let counters = run.probes.counters()?;
+    let Run { probes, mut collector, mut stacks, traced, mut child } = run;
+    // Detach before the slower work of symbolizing and writing outputs.
     probes.detach();
     if let Some(c) = child.as_mut() {
         stop_child(c);
@@ -116,46 +139,121 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
     if let StopReason::AllExited = stop {
         eprintln!("tracer: traced processes exited; writing what was seen");
     }
+    stacks.note_all(collector.new_stacks.drain(..));
+    stacks.resolve_pending();
 
+    let sampling = Sampling {
+        freq_hz: settings.freq,
+        off_cpu: settings.off_cpu,
+        min_block_us: settings.min_block.as_micros() as u64,
+    };
     let meta = Meta {
         started,
         realtime_offset_ns,
         duration_s,
         processes: traced.iter().map(|t| ProcessInfo { pid: t.pid, comm: t.comm.clone(), exited: t.exited }).collect(),
         counters,
+        sampling,
         warnings,
     };
-    let report = report::build(&collector, meta);
+    let report = report::build(&collector, meta, &mut |cause| {
+        let leaf = stacks.user_leaf(cause.tgid, cause.user_stack);
+        causes::describe(cause, leaf.as_deref())
+    });
     let dir = output_dir(settings.out, started)?;
-    write_outputs(&dir, &collector, &report)?;
+    let written = outputs::write(&dir, &report, &collector, &mut stacks, &traced, &oncpu, &offcpu_us)?;
     print!("{}", summary::render(&report));
-    println!("\noutputs in {}: report.json, chains.folded, chains.svg", dir.display());
+    println!("\noutputs in {}: {}", dir.display(), written.join(", "));
     Ok(())
 }
 
-fn start_tracing(pid: u32, probes: &mut Probes, collector: &mut Collector, traced: &mut Vec<Traced>) -> Result<()> {
-    if traced.iter().any(|t| t.pid == pid) {
-        return Ok(());
+impl Run {
+    fn start_tracing(&mut self, pid: u32) -> Result<()> {
+        if self.traced.iter().any(|t| t.pid == pid) {
+            return Ok(());
+        }
+        // Traced first, then scanned: nothing that happens in between is missed.
+        self.probes.trace(pid)?;
+        self.stacks.watch(pid);
+        let comm = procfs::comm(pid).unwrap_or_else(|_| pid.to_string());
+        self.collector.add_process(pid, &comm);
+        // Connections already open are recognised by their local port at first use.
+        for port in procfs::listeners(pid) {
+            self.probes.watch_port(port)?;
+            self.collector.add_listener(pid, port);
+        }
+        self.traced.push(Traced { pid, comm, exited: false });
+        Ok(())
     }
-    // Traced first, then scanned: nothing that happens in between is missed.
-    probes.trace(pid)?;
-    let comm = procfs::comm(pid).unwrap_or_else(|_| pid.to_string());
-    collector.add_process(pid, comm.clone());
-    for (port, fd) in procfs::listeners(pid) {
-        probes.watch_port(port)?;
-        collector.add_listener(pid, port, Some(fd));
+
+    async fn follow(&mut self, ring: RingBuf<MapData>, duration: Option<Duration>) -> Result<StopReason> {
+        // SAFETY: the ring buffer owns its fd, which outlives the registration
+        // (both end with `ring` at the end of this function).
+        let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let mut drain_tick = interval(DRAIN_EVERY);
+        drain_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut check_tick = interval(CHECK_EVERY);
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let deadline = sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+        tokio::pin!(deadline);
+
+        let reason = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &mut self.collector);
+                    guard.clear_ready();
+                }
+                _ = drain_tick.tick() => drain(ring.get_mut(), &mut self.collector),
+                _ = check_tick.tick() => {
+                    drain(ring.get_mut(), &mut self.collector);
+                    if self.check()? {
+                        break StopReason::AllExited;
+                    }
+                }
+                _ = sigint.recv() => break StopReason::Signal,
+                _ = sigterm.recv() => break StopReason::Signal,
+                _ = &mut deadline => break StopReason::Duration,
+            }
+        };
+        drain(ring.get_mut(), &mut self.collector);
+        Ok(reason)
     }
-    let sockets = procfs::tcp_sockets(pid);
-    let ports: Vec<u16> = collector.listeners.keys().copied().collect();
-    for (inode, fd) in procfs::socket_fds(pid) {
-        if let Some(s) = sockets.get(&inode) {
-            if s.state == procfs::TCP_ESTABLISHED && ports.contains(&s.local.port()) {
-                collector.add_open_connection(pid, fd, s.remote);
+
+    /// Periodic work off the event path: adopt forked children, notice
+    /// exits, name new stacks while their processes live. Returns whether
+    /// every traced process is gone.
+    fn check(&mut self) -> Result<bool> {
+        self.adopt_forks()?;
+        self.stacks.note_all(self.collector.new_stacks.drain(..));
+        self.stacks.resolve_pending();
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                let pid = c.id();
+                self.traced.iter_mut().filter(|t| t.pid == pid).for_each(|t| t.exited = true);
             }
         }
+        for t in self.traced.iter_mut().filter(|t| !t.exited) {
+            if !procfs::is_alive(t.pid) {
+                t.exited = true;
+                self.probes.untrace(t.pid);
+            }
+        }
+        Ok(self.traced.iter().all(|t| t.exited))
     }
-    traced.push(Traced { pid, comm, exited: false });
-    Ok(())
+
+    /// Forked children of traced processes: keep the processes, drop the
+    /// threads (the kernel adds both, since it cannot tell them apart cheaply).
+    fn adopt_forks(&mut self) -> Result<()> {
+        for pid in std::mem::take(&mut self.collector.forks) {
+            match procfs::tgid(pid) {
+                Some(tgid) if tgid == pid => self.start_tracing(pid)?,
+                _ => self.probes.untrace(pid),
+            }
+        }
+        Ok(())
+    }
 }
 
 enum StopReason {
@@ -164,81 +262,12 @@ enum StopReason {
     AllExited,
 }
 
-async fn follow(
-    ring: RingBuf<MapData>,
-    probes: &mut Probes,
-    collector: &mut Collector,
-    traced: &mut Vec<Traced>,
-    child: &mut Option<Child>,
-    duration: Option<Duration>,
-) -> Result<StopReason> {
-    // SAFETY: the ring buffer owns its fd, which outlives the registration
-    // (both end with `ring` at the end of this function).
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
-    let mut oracle = ProcOracle::default();
-    let mut drain_tick = interval(DRAIN_EVERY);
-    drain_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut check_tick = interval(CHECK_EVERY);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let deadline = sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
-    tokio::pin!(deadline);
-
-    let reason = loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                drain(guard.get_inner_mut(), collector, &mut oracle);
-                guard.clear_ready();
-            }
-            _ = drain_tick.tick() => drain(ring.get_mut(), collector, &mut oracle),
-            _ = check_tick.tick() => {
-                drain(ring.get_mut(), collector, &mut oracle);
-                adopt_forks(probes, collector, traced)?;
-                if let Some(c) = child.as_mut() {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        for t in traced.iter_mut().filter(|t| t.pid == c.id()) {
-                            t.exited = true;
-                        }
-                    }
-                }
-                for t in traced.iter_mut().filter(|t| !t.exited) {
-                    if !procfs::is_alive(t.pid) {
-                        t.exited = true;
-                        probes.untrace(t.pid);
-                    }
-                }
-                if traced.iter().all(|t| t.exited) {
-                    break StopReason::AllExited;
-                }
-            }
-            _ = sigint.recv() => break StopReason::Signal,
-            _ = sigterm.recv() => break StopReason::Signal,
-            _ = &mut deadline => break StopReason::Duration,
-        }
-    };
-    drain(ring.get_mut(), collector, &mut oracle);
-    Ok(reason)
-}
-
-fn drain(ring: &mut RingBuf<MapData>, collector: &mut Collector, oracle: &mut ProcOracle) {
+fn drain(ring: &mut RingBuf<MapData>, collector: &mut Collector) {
     while let Some(item) = ring.next() {
         if let Some(event) = events::decode(&item) {
-            collector.handle(event, oracle);
+            collector.handle(event);
         }
     }
-}
-
-/// Forked children of traced processes: keep the processes, drop the threads
-/// (the kernel adds both, since it cannot tell them apart cheaply).
-fn adopt_forks(probes: &mut Probes, collector: &mut Collector, traced: &mut Vec<Traced>) -> Result<()> {
-    for pid in std::mem::take(&mut collector.forks) {
-        match procfs::tgid(pid) {
-            Some(tgid) if tgid == pid => start_tracing(pid, probes, collector, traced)?,
-            _ => probes.untrace(pid),
-        }
-    }
-    Ok(())
 }
 
 /// The command of `tracer exec` is ours: stop it gently, then firmly.
@@ -267,20 +296,6 @@ fn output_dir(out: Option<PathBuf>, started: SystemTime) -> Result<PathBuf> {
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating output directory {}", dir.display()))?;
     Ok(dir)
-}
-
-fn write_outputs(dir: &Path, collector: &Collector, report: &report::Report) -> Result<()> {
-    let json = serde_json::to_string_pretty(report)?;
-    let path = dir.join("report.json");
-    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
-
-    let mut chains = Folded::default();
-    for ((comm, route, stage), us) in &collector.stats.folded {
-        chains.add(&[comm, &route.label(), stage.name()], *us);
-    }
-    let procs: Vec<&str> = report.processes.iter().map(|p| p.comm.as_str()).collect();
-    let title = format!("{}: request time by stage, {:.1}s", procs.join(", "), report.duration_s);
-    chains.write(dir, "chains", &title, "us")
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {

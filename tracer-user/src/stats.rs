@@ -1,24 +1,31 @@
 //! Aggregation of finished requests: per-route latency and stage histograms,
-//! the slowest requests, and the chain flame graph's folded counts. Memory
-//! stays bounded whatever the run length: histograms, a capped route table,
-//! and a fixed-size list of slow requests.
+//! the slowest requests with what they waited on, and the chain flame
+//! graph's folded counts. Memory stays bounded whatever the run length:
+//! histograms, a capped route table, a fixed-size list of slow requests.
 
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap},
     net::SocketAddr,
+    rc::Rc,
 };
 
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
+use tracer_common::StackKey;
 
-use crate::chain::{Outcome, Request, Stage};
+use crate::{
+    chain::{Outcome, Request, Stage},
+    timeline::{Attribution, Target},
+};
 
 /// Routes beyond this many distinct `METHOD path` pairs are folded into one
 /// `(other)` route per method, so a path with ids in it cannot exhaust memory.
 pub const MAX_ROUTES: usize = 256;
 /// Slowest requests kept for the report.
 pub const SLOWEST_KEPT: usize = 20;
+/// Causes kept per slow request.
+const CAUSES_KEPT: usize = 5;
 pub const OTHER_PATH: &str = "(other)";
 /// Method and path of requests whose first bytes are not HTTP/1.x.
 pub const UNKNOWN: &str = "-";
@@ -76,6 +83,8 @@ pub struct RouteStats {
     pub stages: [StageStats; 6],
     pub statuses: BTreeMap<u16, u64>,
     pub outcomes: BTreeMap<&'static str, u64>,
+    /// Handler time covered by the serving threads' samples and blocks.
+    pub handler_explained_us: u64,
 }
 
 impl RouteStats {
@@ -86,11 +95,18 @@ impl RouteStats {
             stages: std::array::from_fn(|_| StageStats { hist: Hist::new(), total_us: 0 }),
             statuses: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            handler_explained_us: 0,
         }
     }
 
     pub fn stage(&self, stage: Stage) -> &StageStats {
         &self.stages[stage as usize]
+    }
+
+    /// Share of handler time the stacks explain, in percent.
+    pub fn explained_pct(&self) -> f64 {
+        let handler = self.stage(Stage::Handler).total_us;
+        if handler == 0 { 0.0 } else { (self.handler_explained_us as f64 * 100.0 / handler as f64).min(100.0) }
     }
 }
 
@@ -98,8 +114,18 @@ impl RouteStats {
 #[derive(Clone, Debug)]
 pub struct Origin {
     pub pid: u32,
-    pub comm: String,
+    pub comm: Rc<str>,
     pub peer: Option<SocketAddr>,
+}
+
+/// One thing a request's handler waited on: named at report time, once the
+/// stacks are symbolized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cause {
+    pub tgid: u32,
+    pub syscall: i64,
+    pub target: Target,
+    pub user_stack: i32,
 }
 
 /// A request kept among the slowest.
@@ -108,6 +134,8 @@ pub struct SlowRequest {
     pub route: RouteKey,
     pub origin: Origin,
     pub request: Request,
+    /// Blocked time inside the handler by cause, largest first (µs).
+    pub causes: Vec<(Cause, u64)>,
 }
 
 pub fn outcome_name(o: Outcome) -> &'static str {
@@ -119,16 +147,36 @@ pub fn outcome_name(o: Outcome) -> &'static str {
     }
 }
 
+/// What sits under a stage in the chain flame graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Leaf {
+    /// Time of the stage nothing more is known about.
+    Stage,
+    OffCpu(StackKey),
+    OnCpu(StackKey),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChainKey {
+    pub comm: Rc<str>,
+    pub route: u32,
+    pub stage: Stage,
+    pub leaf: Leaf,
+}
+
 #[derive(Default)]
 pub struct Stats {
-    pub routes: FxHashMap<RouteKey, RouteStats>,
+    route_ids: FxHashMap<RouteKey, u32>,
+    pub routes: Vec<(RouteKey, RouteStats)>,
     pub requests: u64,
     /// Min-heap on total time: the root is the fastest of the slow ones.
     slowest: BinaryHeap<Reverse<(u64, u64)>>,
     slow_requests: FxHashMap<u64, SlowRequest>,
     next_id: u64,
-    /// Chain flame graph: `comm;METHOD path;stage` -> microseconds.
-    pub folded: FxHashMap<(String, RouteKey, Stage), u64>,
+    /// Chain flame graph: microseconds per (process, route, stage, leaf).
+    pub folded: FxHashMap<ChainKey, u64>,
+    /// Microseconds one CPU sample stands for (0: sampling off).
+    pub sample_us: u64,
 }
 
 pub fn us(ns: u64) -> u64 {
@@ -136,10 +184,14 @@ pub fn us(ns: u64) -> u64 {
 }
 
 impl Stats {
-    pub fn record(&mut self, request: Request, origin: Origin) {
+    pub fn new(sample_us: u64) -> Self {
+        Stats { sample_us, ..Stats::default() }
+    }
+
+    pub fn record(&mut self, request: Request, origin: Origin, attribution: &Attribution) {
         self.requests += 1;
-        let key = self.route_key(&request);
-        let route = self.routes.entry(key.clone()).or_insert_with(RouteStats::new);
+        let (route_id, key) = self.route_id(&request);
+        let route = &mut self.routes[route_id as usize].1;
         route.count += 1;
         route.latency.record(us(request.total_ns()));
         for stage in Stage::ALL {
@@ -153,39 +205,74 @@ impl Stats {
         }
         *route.outcomes.entry(outcome_name(request.outcome)).or_default() += 1;
 
+        let explained = self.fold(&origin.comm, route_id, &request, attribution);
+        self.routes[route_id as usize].1.handler_explained_us += explained;
+        if self.would_keep(request.total_ns()) {
+            let causes = causes(attribution);
+            self.keep_slow(SlowRequest { route: key, origin, request, causes });
+        }
+    }
+
+    /// Adds the request's stages to the chain flame graph, the handler opened
+    /// into the stacks that explain it. Returns the handler µs explained.
+    fn fold(&mut self, comm: &Rc<str>, route: u32, request: &Request, attribution: &Attribution) -> u64 {
+        let mut add = |stage, leaf, v: u64| {
+            if v > 0 {
+                *self.folded.entry(ChainKey { comm: comm.clone(), route, stage, leaf }).or_default() += v;
+            }
+        };
+        let mut explained = 0;
+        for (off, ns) in &attribution.off {
+            let key = StackKey { tgid: off.tgid, user_stack: off.user_stack, kernel_stack: off.kernel_stack, _pad: 0 };
+            add(Stage::Handler, Leaf::OffCpu(key), us(*ns));
+            explained += us(*ns);
+        }
+        for s in &attribution.samples {
+            let key = StackKey { tgid: s.tgid, user_stack: s.user_stack, kernel_stack: s.kernel_stack, _pad: 0 };
+            add(Stage::Handler, Leaf::OnCpu(key), self.sample_us);
+            explained += self.sample_us;
+        }
+        let handler = us(request.stages.get(Stage::Handler));
         for stage in Stage::LATENCY {
             let t = us(request.stages.get(stage));
-            if t > 0 {
-                *self.folded.entry((origin.comm.clone(), key.clone(), stage)).or_default() += t;
-            }
+            let rest = if stage == Stage::Handler { t.saturating_sub(explained) } else { t };
+            add(stage, Leaf::Stage, rest);
         }
-        self.keep_if_slow(request, key, origin);
+        explained.min(handler)
     }
 
-    fn route_key(&self, request: &Request) -> RouteKey {
-        let key = RouteKey::of(request);
-        if self.routes.len() < MAX_ROUTES || self.routes.contains_key(&key) {
-            key
-        } else {
-            RouteKey { method: key.method, path: OTHER_PATH.to_string() }
+    fn route_id(&mut self, request: &Request) -> (u32, RouteKey) {
+        let mut key = RouteKey::of(request);
+        if self.routes.len() >= MAX_ROUTES && !self.route_ids.contains_key(&key) {
+            key = RouteKey { method: key.method, path: OTHER_PATH.to_string() };
         }
+        if let Some(&id) = self.route_ids.get(&key) {
+            return (id, key);
+        }
+        let id = self.routes.len() as u32;
+        self.route_ids.insert(key.clone(), id);
+        self.routes.push((key.clone(), RouteStats::new()));
+        (id, key)
     }
 
-    fn keep_if_slow(&mut self, request: Request, route: RouteKey, origin: Origin) {
-        let total = request.total_ns();
+    pub fn route_key(&self, id: u32) -> Option<&RouteKey> {
+        self.routes.get(id as usize).map(|(k, _)| k)
+    }
+
+    fn would_keep(&self, total_ns: u64) -> bool {
+        self.slowest.len() < SLOWEST_KEPT || self.slowest.peek().is_some_and(|Reverse((fastest, _))| *fastest < total_ns)
+    }
+
+    fn keep_slow(&mut self, slow: SlowRequest) {
         if self.slowest.len() >= SLOWEST_KEPT {
-            match self.slowest.peek() {
-                Some(Reverse((fastest, _))) if *fastest < total => {}
-                _ => return,
-            }
             if let Some(Reverse((_, id))) = self.slowest.pop() {
                 self.slow_requests.remove(&id);
             }
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.slowest.push(Reverse((total, id)));
-        self.slow_requests.insert(id, SlowRequest { route, origin, request });
+        self.slowest.push(Reverse((slow.request.total_ns(), id)));
+        self.slow_requests.insert(id, slow);
     }
 
     /// The slowest requests, slowest first.
@@ -196,10 +283,26 @@ impl Stats {
     }
 }
 
+/// Blocked time by cause, largest first.
+fn causes(attribution: &Attribution) -> Vec<(Cause, u64)> {
+    let mut by: FxHashMap<Cause, u64> = FxHashMap::default();
+    for (off, ns) in &attribution.off {
+        let cause = Cause { tgid: off.tgid, syscall: off.syscall, target: off.target, user_stack: off.user_stack };
+        *by.entry(cause).or_default() += us(*ns);
+    }
+    let mut v: Vec<(Cause, u64)> = by.into_iter().collect();
+    v.sort_by_key(|&(_, us)| Reverse(us));
+    v.truncate(CAUSES_KEPT);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::StageTimes;
+    use crate::{
+        chain::StageTimes,
+        timeline::{OffCpu, Sample},
+    };
 
     fn req(path: &str, handler_ms: u64) -> Request {
         let mut stages = StageTimes::default();
@@ -223,17 +326,25 @@ mod tests {
     }
 
     fn origin() -> Origin {
-        Origin { pid: 1, comm: "srv".into(), peer: None }
+        Origin { pid: 1, comm: Rc::from("srv"), peer: None }
+    }
+
+    fn route<'a>(s: &'a Stats, path: &str) -> &'a RouteStats {
+        &s.routes.iter().find(|(k, _)| k.path == path).expect("route").1
+    }
+
+    fn none() -> Attribution {
+        Attribution::default()
     }
 
     #[test]
     fn percentiles_per_route_and_stage() {
-        let mut s = Stats::default();
+        let mut s = Stats::new(0);
         for i in 1..=100 {
-            s.record(req("/a", i), origin());
+            s.record(req("/a", i), origin(), &none());
         }
-        s.record(req("/b", 7), origin());
-        let a = &s.routes[&RouteKey { method: "GET".into(), path: "/a".into() }];
+        s.record(req("/b", 7), origin(), &none());
+        let a = route(&s, "/a");
         assert_eq!(a.count, 100);
         let p50 = a.stage(Stage::Handler).hist.quantile(0.5);
         assert!((49_000..=51_000).contains(&p50), "p50 {p50}");
@@ -245,9 +356,9 @@ mod tests {
 
     #[test]
     fn keeps_only_the_slowest() {
-        let mut s = Stats::default();
+        let mut s = Stats::new(0);
         for i in 0..100 {
-            s.record(req("/a", (i * 37) % 100), origin());
+            s.record(req("/a", (i * 37) % 100), origin(), &none());
         }
         let slow = s.slowest();
         assert_eq!(slow.len(), SLOWEST_KEPT);
@@ -257,21 +368,38 @@ mod tests {
 
     #[test]
     fn route_table_is_capped() {
-        let mut s = Stats::default();
+        let mut s = Stats::new(0);
         for i in 0..MAX_ROUTES + 50 {
-            s.record(req(&format!("/item/{i}"), 1), origin());
+            s.record(req(&format!("/item/{i}"), 1), origin(), &none());
         }
         assert_eq!(s.routes.len(), MAX_ROUTES + 1);
-        let other = &s.routes[&RouteKey { method: "GET".into(), path: OTHER_PATH.into() }];
-        assert_eq!(other.count, 50);
+        assert_eq!(route(&s, OTHER_PATH).count, 50);
     }
 
     #[test]
-    fn folded_sums_stage_time() {
-        let mut s = Stats::default();
-        s.record(req("/a", 3), origin());
-        s.record(req("/a", 4), origin());
-        let key = ("srv".to_string(), RouteKey { method: "GET".into(), path: "/a".into() }, Stage::Handler);
-        assert_eq!(s.folded[&key], 7000);
+    fn handler_opens_into_the_stacks_that_explain_it() {
+        let mut s = Stats::new(10_000);
+        let off = OffCpu {
+            start: 0,
+            end: 0,
+            tgid: 1,
+            user_stack: 4,
+            kernel_stack: 5,
+            syscall: 230,
+            target: Target::None,
+            waker_tgid: 0,
+        };
+        let sample = Sample { ts: 0, tgid: 1, user_stack: 6, kernel_stack: -1 };
+        let attribution = Attribution { off: vec![(off, 60_000_000)], samples: vec![sample, sample] };
+        s.record(req("/a", 100), origin(), &attribution);
+        let key = |leaf| ChainKey { comm: Rc::from("srv"), route: 0, stage: Stage::Handler, leaf };
+        let off_key = StackKey { tgid: 1, user_stack: 4, kernel_stack: 5, _pad: 0 };
+        let on_key = StackKey { tgid: 1, user_stack: 6, kernel_stack: -1, _pad: 0 };
+        assert_eq!(s.folded[&key(Leaf::OffCpu(off_key))], 60_000);
+        assert_eq!(s.folded[&key(Leaf::OnCpu(on_key))], 20_000);
+        assert_eq!(s.folded[&key(Leaf::Stage)], 20_000, "the unexplained rest");
+        assert!((route(&s, "/a").explained_pct() - 80.0).abs() < 0.01);
+        let slow = s.slowest();
+        assert_eq!(slow[0].causes, vec![(Cause { tgid: 1, syscall: 230, target: Target::None, user_stack: 4 }, 60_000)]);
     }
 }

@@ -1,0 +1,109 @@
+//! Offsets of the kernel struct fields the kernel programs read, resolved
+//! from the running kernel's BTF: never guessed, never hard-coded.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use tracer_common::KernelOffsets;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// Loads this kernel's BTF, or says which feature is missing.
+pub fn load() -> Result<Btf> {
+    if !Path::new(VMLINUX).exists() {
+        bail!("this kernel has no BTF ({VMLINUX}): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF");
+    }
+    Btf::from_file(VMLINUX).map_err(|e| anyhow!("reading {VMLINUX}: {e}"))
+}
+
+/// Resolves every offset the programs use. Missing optional fields are
+/// marked unknown; missing required ones are an error naming the field.
+pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
+    let required = |s: &str, f: &str| field_offset(btf, s, f).with_context(|| format!("kernel BTF: struct {s}.{f}"));
+    let optional = |s: &str, f: &str| field_offset(btf, s, f).unwrap_or(KernelOffsets::UNKNOWN);
+    // `struct sock` starts with its `struct sock_common`, where addresses live.
+    let common = required("sock", "__sk_common")?;
+    let in_common = |f: &str| required("sock_common", f).map(|o| common + o);
+    Ok(KernelOffsets {
+        pt_regs_di: required("pt_regs", "di")?,
+        pt_regs_si: required("pt_regs", "si")?,
+        pt_regs_orig_ax: required("pt_regs", "orig_ax")?,
+        task_pid: required("task_struct", "pid")?,
+        task_tgid: required("task_struct", "tgid")?,
+        sock_protocol: optional("sock", "sk_protocol"),
+        sock_ack_backlog: optional("sock", "sk_ack_backlog"),
+        sock_max_ack_backlog: optional("sock", "sk_max_ack_backlog"),
+        skc_family: in_common("skc_family")?,
+        skc_num: in_common("skc_num")?,
+        skc_dport: in_common("skc_dport")?,
+        skc_rcv_saddr: in_common("skc_rcv_saddr")?,
+        skc_daddr: in_common("skc_daddr")?,
+        skc_v6_rcv_saddr: optional("sock_common", "skc_v6_rcv_saddr").checked_add(common).unwrap_or(KernelOffsets::UNKNOWN),
+        skc_v6_daddr: optional("sock_common", "skc_v6_daddr").checked_add(common).unwrap_or(KernelOffsets::UNKNOWN),
+        _pad: 0,
+    })
+}
+
+/// Byte offset of `field` in `struct name`, looking through anonymous
+/// structs and unions. Bitfields are refused: they cannot be read as bytes.
+pub fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
+    let types = btf.resolve_types_by_name(name).map_err(|e| anyhow!("no type {name}: {e}"))?;
+    let st = types
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("{name} is not a struct"))?;
+    find_in(btf, &st, field, 0)?.ok_or_else(|| anyhow!("struct {name} has no field {field}"))
+}
+
+fn find_in(btf: &Btf, st: &btf_rs::Struct, field: &str, base_bits: u32) -> Result<Option<u32>> {
+    for m in &st.members {
+        let name = btf.resolve_name(m).unwrap_or_default();
+        let bits = base_bits + m.bit_offset();
+        if name == field {
+            if m.bitfield_size().is_some_and(|s| s != 0) || bits % 8 != 0 {
+                bail!("field {field} is a bitfield");
+            }
+            return Ok(Some(bits / 8));
+        }
+        if name.is_empty() {
+            let inner = match btf.resolve_chained_type(m).map_err(|e| anyhow!("{e}"))? {
+                Type::Struct(s) | Type::Union(s) => s,
+                _ => continue,
+            };
+            if let Some(off) = find_in(btf, &inner, field, bits)? {
+                return Ok(Some(off));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_this_kernels_offsets() {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("no {VMLINUX} here: nothing to resolve");
+            return;
+        }
+        let btf = load().expect("btf");
+        let o = offsets(&btf).expect("offsets");
+        // The x86_64 pt_regs layout is uapi: BTF must agree with it.
+        assert_eq!((o.pt_regs_di, o.pt_regs_si, o.pt_regs_orig_ax), (112, 104, 120));
+        assert!(o.task_pid > 0 && o.task_pid < 8192);
+        assert_eq!(o.task_tgid, o.task_pid + 4, "pid_t pid; pid_t tgid; are neighbours");
+        assert_eq!(o.skc_dport + 2, o.skc_num, "skc_dport and skc_num share a 32-bit word");
+        assert_eq!(o.skc_daddr, 0, "skc_daddr opens sock_common");
+        // sock_common sits at the start of sock: the backlog fields are further in.
+        assert!(o.sock_ack_backlog > 16 && o.sock_ack_backlog != KernelOffsets::UNKNOWN);
+        assert!(field_offset(&btf, "sock", "no_such_field").is_err());
+        // Found through the anonymous unions of sock_common.
+        assert!(field_offset(&btf, "sock_common", "skc_daddr").is_ok());
+    }
+}

@@ -1,0 +1,102 @@
+//! Stack ids from the kernel's stack map, turned into frame names once and
+//! cached: resolved while the run goes on, so processes that exit before the
+//! end still have their stacks named.
+
+use std::rc::Rc;
+
+use aya::maps::{MapData, StackTraceMap};
+use rustc_hash::{FxHashMap, FxHashSet};
+use tracer_common::StackKey;
+
+use crate::symbolize::{Frame, Symbolizer};
+
+pub struct Stacks {
+    map: StackTraceMap<MapData>,
+    sym: Symbolizer,
+    user: FxHashMap<(u32, i32), Rc<[Frame]>>,
+    kernel: FxHashMap<i32, Rc<[Frame]>>,
+    seen: FxHashSet<StackKey>,
+    pending: Vec<StackKey>,
+}
+
+impl Stacks {
+    pub fn new(map: StackTraceMap<MapData>) -> Self {
+        Stacks {
+            map,
+            sym: Symbolizer::new(),
+            user: FxHashMap::default(),
+            kernel: FxHashMap::default(),
+            seen: FxHashSet::default(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Snapshot a traced process's mappings while it lives.
+    pub fn watch(&mut self, pid: u32) {
+        self.sym.watch(pid);
+    }
+
+    /// Remember a stack to resolve at the next [`Stacks::resolve_pending`].
+    pub fn note(&mut self, key: StackKey) {
+        if self.seen.insert(key) {
+            self.pending.push(key);
+        }
+    }
+
+    pub fn note_all(&mut self, keys: impl IntoIterator<Item = StackKey>) {
+        for key in keys {
+            self.note(key);
+        }
+    }
+
+    /// Names the stacks noted since the last call.
+    pub fn resolve_pending(&mut self) {
+        for key in std::mem::take(&mut self.pending) {
+            self.user_frames(key.tgid, key.user_stack);
+            self.kernel_frames(key.kernel_stack);
+        }
+    }
+
+    fn ips(&self, id: i32) -> Vec<u64> {
+        if id < 0 {
+            return Vec::new();
+        }
+        self.map.get(&(id as u32), 0).map(|st| st.frames().iter().map(|f| f.ip).collect()).unwrap_or_default()
+    }
+
+    /// User frames, leaf first.
+    fn user_frames(&mut self, tgid: u32, id: i32) -> Rc<[Frame]> {
+        if let Some(f) = self.user.get(&(tgid, id)) {
+            return f.clone();
+        }
+        let ips = self.ips(id);
+        let frames: Rc<[Frame]> = self.sym.user(tgid, &ips).into();
+        self.user.insert((tgid, id), frames.clone());
+        frames
+    }
+
+    /// Kernel frames, leaf first.
+    fn kernel_frames(&mut self, id: i32) -> Rc<[Frame]> {
+        if let Some(f) = self.kernel.get(&id) {
+            return f.clone();
+        }
+        let ips = self.ips(id);
+        let frames: Rc<[Frame]> = self.sym.kernel(&ips).into();
+        self.kernel.insert(id, frames.clone());
+        frames
+    }
+
+    /// The whole stack, root first: user frames, then the kernel's.
+    pub fn frames(&mut self, key: StackKey) -> Vec<Frame> {
+        let user = self.user_frames(key.tgid, key.user_stack);
+        let kernel = self.kernel_frames(key.kernel_stack);
+        let mut out: Vec<Frame> = user.iter().rev().cloned().collect();
+        out.extend(kernel.iter().rev().cloned());
+        out
+    }
+
+    /// The innermost user frame: the function that made the blocking call.
+    pub fn user_leaf(&mut self, tgid: u32, id: i32) -> Option<Frame> {
+        self.user_frames(tgid, id).first().cloned()
+    }
+}

@@ -1,0 +1,157 @@
+//! What each traced thread did over time, off and on the CPU, kept just long
+//! enough to attribute it to the request the thread was serving.
+
+use std::{collections::VecDeque, net::SocketAddr};
+
+use rustc_hash::FxHashMap;
+
+/// Entries kept per thread: enough for any handler window that is still
+/// open, bounded so that a thread outliving every request cannot grow.
+const KEEP_PER_THREAD: usize = 4096;
+/// Entries older than this (relative to the newest) are forgotten.
+const HORIZON_NS: u64 = 15 * 60 * 1_000_000_000;
+
+/// What a blocked thread was waiting on, as far as the kernel showed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// No socket: a sleep, a lock, a pipe, a disk.
+    None,
+    /// A connection this process opened.
+    Outbound(SocketAddr),
+    /// A datagram socket talking to port 53.
+    Dns(SocketAddr),
+    /// One of the server's own client connections.
+    Inbound,
+}
+
+/// An interval a thread spent blocked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OffCpu {
+    pub start: u64,
+    pub end: u64,
+    pub tgid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    pub syscall: i64,
+    pub target: Target,
+    pub waker_tgid: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub ts: u64,
+    pub tgid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+}
+
+#[derive(Default)]
+struct ThreadLog {
+    off: VecDeque<OffCpu>,
+    samples: VecDeque<Sample>,
+}
+
+/// A thread's activity inside a window.
+#[derive(Debug, Default)]
+pub struct Attribution {
+    /// Off-CPU intervals, clipped to the window: (interval, ns inside).
+    pub off: Vec<(OffCpu, u64)>,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Default)]
+pub struct Timeline {
+    threads: FxHashMap<u32, ThreadLog>,
+}
+
+fn trim<T>(q: &mut VecDeque<T>, newest: u64, ts: impl Fn(&T) -> u64) {
+    while q.len() > KEEP_PER_THREAD || q.front().is_some_and(|e| newest.saturating_sub(ts(e)) > HORIZON_NS) {
+        q.pop_front();
+    }
+}
+
+impl Timeline {
+    pub fn push_off_cpu(&mut self, tid: u32, off: OffCpu) {
+        let log = self.threads.entry(tid).or_default();
+        log.off.push_back(off);
+        trim(&mut log.off, off.end, |o| o.end);
+    }
+
+    pub fn push_sample(&mut self, tid: u32, s: Sample) {
+        let log = self.threads.entry(tid).or_default();
+        log.samples.push_back(s);
+        trim(&mut log.samples, s.ts, |s| s.ts);
+    }
+
+    /// What `tids` did between `from` and `to`.
+    pub fn within(&self, tids: &[u32], from: u64, to: u64) -> Attribution {
+        let mut out = Attribution::default();
+        if to <= from {
+            return out;
+        }
+        for (i, tid) in tids.iter().enumerate() {
+            if tids[..i].contains(tid) {
+                continue;
+            }
+            let Some(log) = self.threads.get(tid) else { continue };
+            // Entries are in time order: skip from the back, newest first.
+            for off in log.off.iter().rev().take_while(|o| o.end > from) {
+                let inside = off.end.min(to).saturating_sub(off.start.max(from));
+                if inside > 0 {
+                    out.off.push((*off, inside));
+                }
+            }
+            out.samples.extend(log.samples.iter().rev().take_while(|s| s.ts >= from).filter(|s| s.ts <= to));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off(start: u64, end: u64) -> OffCpu {
+        OffCpu { start, end, tgid: 1, user_stack: 1, kernel_stack: 2, syscall: 230, target: Target::None, waker_tgid: 0 }
+    }
+
+    fn sample(ts: u64) -> Sample {
+        Sample { ts, tgid: 1, user_stack: 3, kernel_stack: -1 }
+    }
+
+    #[test]
+    fn clips_blocks_to_the_window() {
+        let mut t = Timeline::default();
+        t.push_off_cpu(7, off(0, 100));
+        t.push_off_cpu(7, off(150, 250));
+        t.push_off_cpu(7, off(300, 400));
+        t.push_off_cpu(8, off(160, 240));
+        let a = t.within(&[7], 50, 310);
+        let mut got: Vec<u64> = a.off.iter().map(|(_, ns)| *ns).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![10, 50, 100]);
+    }
+
+    #[test]
+    fn samples_inside_only_and_threads_once() {
+        let mut t = Timeline::default();
+        for ts in [5, 10, 20, 30, 40] {
+            t.push_sample(7, sample(ts));
+        }
+        assert_eq!(t.within(&[7, 7], 10, 30).samples.len(), 3);
+        assert!(t.within(&[9], 0, 100).samples.is_empty());
+        assert!(t.within(&[7], 30, 30).samples.is_empty());
+    }
+
+    #[test]
+    fn memory_per_thread_is_bounded() {
+        let mut t = Timeline::default();
+        for i in 0..(KEEP_PER_THREAD as u64 + 100) {
+            t.push_sample(1, sample(i));
+        }
+        assert_eq!(t.within(&[1], 0, u64::MAX).samples.len(), KEEP_PER_THREAD);
+        t.push_off_cpu(2, off(0, 1));
+        t.push_off_cpu(2, off(HORIZON_NS + 10, HORIZON_NS + 20));
+        assert_eq!(t.within(&[2], 0, u64::MAX).off.len(), 1, "older than the horizon is gone");
+    }
+}
