@@ -39,6 +39,11 @@ pub fn go_binary(name: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// A Python program under `scenarios/python`.
+pub fn python_script(name: &str) -> PathBuf {
+    workspace_root().join("scenarios/python").join(name)
+}
+
 /// A TCP port free at the time of the call.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -75,28 +75,59 @@ impl Stacks {
         frames
     }
 
-    /// Kernel frames, leaf first.
+    /// Kernel frames, leaf first, without the tracer's own frames (a stack
+    /// taken in `sched_switch` starts inside the BPF program that took it).
     fn kernel_frames(&mut self, id: i32) -> Rc<[Frame]> {
         if let Some(f) = self.kernel.get(&id) {
             return f.clone();
         }
         let ips = self.ips(id);
-        let frames: Rc<[Frame]> = self.sym.kernel(&ips).into();
+        let named = self.sym.kernel(&ips);
+        let own = named.iter().take_while(|f| is_tracing_frame(f)).count();
+        let frames: Rc<[Frame]> = named[own..].into();
         self.kernel.insert(id, frames.clone());
         frames
     }
 
-    /// The whole stack, root first: user frames, then the kernel's.
+    /// The whole stack, root first: user frames, then the kernel's. Runs of
+    /// unnamed frames (code without frame pointers unwinds into garbage) are
+    /// shown once.
     pub fn frames(&mut self, key: StackKey) -> Vec<Frame> {
         let user = self.user_frames(key.tgid, key.user_stack);
         let kernel = self.kernel_frames(key.kernel_stack);
-        let mut out: Vec<Frame> = user.iter().rev().cloned().collect();
-        out.extend(kernel.iter().rev().cloned());
+        let mut out: Vec<Frame> = Vec::with_capacity(user.len() + kernel.len());
+        for f in user.iter().rev().chain(kernel.iter().rev()) {
+            if !(is_unknown(f) && out.last().is_some_and(|l| is_unknown(l))) {
+                out.push(f.clone());
+            }
+        }
         out
     }
 
     /// The innermost user frame: the function that made the blocking call.
     pub fn user_leaf(&mut self, tgid: u32, id: i32) -> Option<Frame> {
         self.user_frames(tgid, id).first().cloned()
+    }
+}
+
+fn is_unknown(frame: &str) -> bool {
+    frame == "[unknown]"
+}
+
+/// Frames of the tracing machinery itself: BPF programs and their trampolines.
+fn is_tracing_frame(frame: &str) -> bool {
+    ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_get_stack"].iter().any(|p| frame.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracing_frames_are_recognised() {
+        assert!(is_tracing_frame("bpf_prog_f4cf79ca015d37c0_sched_switch_[k]"));
+        assert!(is_tracing_frame("bpf_trace_run4_[k]"));
+        assert!(!is_tracing_frame("__schedule_[k]"));
+        assert!(!is_tracing_frame("schedule_[k]"));
     }
 }

@@ -39,11 +39,15 @@ pub fn render(report: &Report) -> String {
         return out;
     }
 
-    let _ = writeln!(out, "\nroutes (p50 / p99 per stage)");
+    let explained = report.routes.iter().any(|r| r.explained_pct.is_some());
+    let _ = writeln!(out, "\nroutes (p50 / p99 per stage{})", if explained { "; EXPL: share of handler time the stacks explain" } else { "" });
     let route_w = report.routes.iter().map(|r| r.method.len() + r.path.len() + 1).max().unwrap_or(5).clamp(5, 40);
     let _ = write!(out, "{:<route_w$} {:>7} {:>17}", "ROUTE", "COUNT", "TOTAL");
     for s in Stage::ALL {
         let _ = write!(out, " {:>17}", s.name());
+    }
+    if explained {
+        let _ = write!(out, " {:>5}", "EXPL");
     }
     out.push('\n');
     for r in &report.routes {
@@ -56,6 +60,9 @@ pub fn render(report: &Report) -> String {
         for s in Stage::ALL {
             let cell = r.stages.get(s.name()).map_or_else(|| "-".to_string(), |st| pair(st.p50_us, st.p99_us));
             let _ = write!(out, " {cell:>17}");
+        }
+        if let Some(pct) = r.explained_pct {
+            let _ = write!(out, " {:>4.0}%", pct);
         }
         out.push('\n');
     }

@@ -26,6 +26,8 @@ use rustc_hash::FxHashMap;
 /// A frame name, shared between the stacks that contain it.
 pub type Frame = Rc<str>;
 
+const VDSO: &str = "[vdso]";
+
 /// One executable mapping of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {
@@ -42,7 +44,8 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             let mut f = line.split_whitespace();
             let (range, perms, offset) = (f.next()?, f.next()?, f.next()?);
             let path = f.nth(2)?;
-            if !perms.contains('x') || !path.starts_with('/') {
+            // Files, and the vDSO (whose code has no file to read symbols from).
+            if !perms.contains('x') || !(path.starts_with('/') || path == VDSO) {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
@@ -127,6 +130,12 @@ impl Symbolizer {
         }
         for (i, pairs) in by_file {
             let path = p.maps[i].path.clone();
+            if path.as_os_str() == VDSO {
+                for (addr, _) in pairs {
+                    p.frames.insert(addr, Rc::from(VDSO));
+                }
+                continue;
+            }
             let module = module_name(&path);
             let offsets: Vec<u64> = pairs.iter().map(|&(_, off)| off).collect();
             let mut elf = Elf::new(&path);
@@ -171,7 +180,7 @@ fn read_maps(pid: u32) -> Vec<Mapping> {
         .map(|mut m| {
             // Files of a process in another mount namespace (a container) are
             // reached through its root; keep the path that opens from here.
-            if !m.path.exists() {
+            if m.path.as_os_str() != VDSO && !m.path.exists() {
                 let inside = root.join(m.path.strip_prefix("/").unwrap_or(&m.path));
                 if inside.exists() {
                     m.path = inside;
@@ -200,9 +209,54 @@ mod tests {
 7f1000000000-7f1000100000 r-xp 00028000 fe:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6
 ";
         let maps = parse_maps(text);
-        assert_eq!(maps.len(), 2);
+        assert_eq!(maps.len(), 3);
+        assert_eq!(maps[1].path, PathBuf::from("[vdso]"));
         assert_eq!(maps[0], Mapping { start: 0x55d0c0a01000, end: 0x55d0c0a02000, offset: 0x1000, path: "/usr/bin/prog".into() });
-        assert_eq!(maps[1].offset, 0x28000);
+        assert_eq!(maps[2].offset, 0x28000);
+    }
+
+    /// Builds a C program, runs it, and names the address of one of its
+    /// functions: by symbol, then with the binary stripped, as module+offset.
+    #[test]
+    fn symbols_of_a_program_built_here_and_of_its_stripped_copy() {
+        use std::{io::BufRead, process::{Command, Stdio}};
+        let dir = std::env::temp_dir().join(format!("tracer-sym-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let src = dir.join("prog.c");
+        fs::write(
+            &src,
+            "#include <stdio.h>\n#include <unistd.h>\n\
+             __attribute__((noinline)) int tracer_target_fn(int x) { return x * 3 + 1; }\n\
+             int main(void) { printf(\"%p\\n\", (void *)tracer_target_fn); fflush(stdout); pause(); return tracer_target_fn(1); }\n",
+        )
+        .expect("source");
+        let prog = dir.join("prog");
+        let stripped = dir.join("prog-stripped");
+        let ok = Command::new("gcc").args(["-O0", "-g", "-o"]).arg(&prog).arg(&src).status().expect("gcc").success();
+        assert!(ok, "gcc failed");
+        fs::copy(&prog, &stripped).expect("copy");
+        assert!(Command::new("strip").arg(&stripped).status().expect("strip").success());
+
+        let name_of = |bin: &Path| -> (String, String) {
+            let mut child = Command::new(bin).stdout(Stdio::piped()).spawn().expect("run");
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
+            let addr = u64::from_str_radix(line.trim().trim_start_matches("0x"), 16).expect("hex address");
+            let mut s = Symbolizer::new();
+            let frame = s.user(child.id(), &[addr + 1]).remove(0).to_string();
+            let maps = read_maps(child.id());
+            let m = maps.iter().find(|m| addr >= m.start && addr < m.end).expect("mapping");
+            let expected_offset = format!("{}+{:#x}", module_name(&m.path), addr + 1 - m.start + m.offset);
+            let _ = child.kill();
+            let _ = child.wait();
+            (frame, expected_offset)
+        };
+        let (named, _) = name_of(&prog);
+        assert_eq!(named, "tracer_target_fn");
+        let (bare, expected) = name_of(&stripped);
+        assert!(bare.starts_with("prog-stripped+0x"), "{bare}");
+        assert_eq!(bare, expected);
+        fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]
