@@ -67,6 +67,53 @@ pub fn wrk(url: &str, threads: u32, connections: u32, seconds: u32) -> Result<u6
     parse_wrk(&String::from_utf8_lossy(&out.stdout)).context("wrk printed no request count")
 }
 
+/// What `wrk --latency` measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WrkResult {
+    pub requests: u64,
+    pub req_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// `wrk --latency` for `seconds`: throughput and latency percentiles.
+pub fn wrk_latency(url: &str, threads: u32, connections: u32, seconds: u32) -> Result<WrkResult> {
+    let out = Command::new("wrk")
+        .args(["--latency", "-t", &threads.to_string(), "-c", &connections.to_string(), "-d", &format!("{seconds}s"), url])
+        .output()
+        .context("running wrk (cargo xtask setup installs it)")?;
+    if !out.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk_latency(&String::from_utf8_lossy(&out.stdout)).context("wrk printed no latency distribution")
+}
+
+fn parse_wrk_latency(text: &str) -> Option<WrkResult> {
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1))
+    };
+    Some(WrkResult {
+        requests: parse_wrk(text)?,
+        req_per_s: field("Requests/sec:")?.parse().ok()?,
+        p50_us: duration_us(field("50%")?)?,
+        p99_us: duration_us(field("99%")?)?,
+    })
+}
+
+/// wrk's durations: `812.00us`, `1.23ms`, `2.01s`.
+fn duration_us(s: &str) -> Option<f64> {
+    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e3)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1e6)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
 fn parse_wrk(text: &str) -> Option<u64> {
     // "  82008 requests in 3.00s, 9.31MB read"
     text.lines().find(|l| l.contains(" requests in ")).and_then(|l| l.split_whitespace().next()?.parse().ok())
@@ -84,6 +131,17 @@ mod tests {
         assert_eq!(r.statuses.get(&503), Some(&2));
         assert_eq!(r.errors, 3);
         assert_eq!(r.responses(), 40);
+    }
+
+    #[test]
+    fn parses_wrk_latency() {
+        let text = "Running 5s test @ http://x\n  2 threads and 50 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency     1.41ms    1.02ms  22.12ms   88.47%\n  Latency Distribution\n     50%    1.18ms\n     75%    1.62ms\n     90%    2.31ms\n     99%    5.06ms\n  182008 requests in 5.00s, 20.7MB read\nRequests/sec:  36401.23\nTransfer/sec:      4.14MB\n";
+        let r = parse_wrk_latency(text).expect("parsed");
+        assert_eq!(r.requests, 182008);
+        assert!((r.req_per_s - 36401.23).abs() < 0.01);
+        assert!((r.p50_us - 1180.0).abs() < 0.01 && (r.p99_us - 5060.0).abs() < 0.01);
+        assert_eq!(duration_us("812.00us"), Some(812.0));
+        assert!((duration_us("2.01s").expect("seconds") - 2_010_000.0).abs() < 1e-3);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub static BLOCKED_WRITE: HashMap<u32, BlockedWrite> = HashMap::with_max_entries
 pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65536, 0);
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Drop and event counters, indexed by `tracer_common::counter`.
 #[map]

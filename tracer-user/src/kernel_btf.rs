@@ -9,6 +9,75 @@ use tracer_common::KernelOffsets;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
+/// The hidden subcommand that resolves offsets in a child process: parsing
+/// the kernel's BTF with btf-rs peaks near 80 MB, which the tracer itself
+/// should not carry (or have counted against it) while it runs.
+pub const CHILD_COMMAND: &str = "__kernel-offsets";
+
+/// Resolves the offsets in a short-lived child process.
+pub fn offsets_via_child() -> Result<KernelOffsets> {
+    let exe = std::env::current_exe().context("finding the tracer's own executable")?;
+    let out = std::process::Command::new(exe).arg(CHILD_COMMAND).output().context("resolving kernel struct offsets")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("tracer: "));
+    }
+    decode(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The child's side: prints the offsets, one `name value` per line.
+pub fn print_offsets() -> Result<()> {
+    let o = offsets(&load()?)?;
+    print!("{}", encode(&o));
+    Ok(())
+}
+
+fn fields(o: &KernelOffsets) -> [(&'static str, u32); 15] {
+    [
+        ("pt_regs_di", o.pt_regs_di),
+        ("pt_regs_si", o.pt_regs_si),
+        ("pt_regs_orig_ax", o.pt_regs_orig_ax),
+        ("task_pid", o.task_pid),
+        ("task_tgid", o.task_tgid),
+        ("sock_protocol", o.sock_protocol),
+        ("sock_ack_backlog", o.sock_ack_backlog),
+        ("sock_max_ack_backlog", o.sock_max_ack_backlog),
+        ("skc_family", o.skc_family),
+        ("skc_num", o.skc_num),
+        ("skc_dport", o.skc_dport),
+        ("skc_rcv_saddr", o.skc_rcv_saddr),
+        ("skc_daddr", o.skc_daddr),
+        ("skc_v6_rcv_saddr", o.skc_v6_rcv_saddr),
+        ("skc_v6_daddr", o.skc_v6_daddr),
+    ]
+}
+
+fn encode(o: &KernelOffsets) -> String {
+    fields(o).iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+}
+
+fn decode(text: &str) -> Result<KernelOffsets> {
+    let values: std::collections::HashMap<&str, u32> =
+        text.lines().filter_map(|l| l.split_once(' ')).filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect();
+    let mut o = KernelOffsets::DEFAULT;
+    let get = |name: &str| values.get(name).copied().ok_or_else(|| anyhow!("kernel offsets: {name} missing"));
+    o.pt_regs_di = get("pt_regs_di")?;
+    o.pt_regs_si = get("pt_regs_si")?;
+    o.pt_regs_orig_ax = get("pt_regs_orig_ax")?;
+    o.task_pid = get("task_pid")?;
+    o.task_tgid = get("task_tgid")?;
+    o.sock_protocol = get("sock_protocol")?;
+    o.sock_ack_backlog = get("sock_ack_backlog")?;
+    o.sock_max_ack_backlog = get("sock_max_ack_backlog")?;
+    o.skc_family = get("skc_family")?;
+    o.skc_num = get("skc_num")?;
+    o.skc_dport = get("skc_dport")?;
+    o.skc_rcv_saddr = get("skc_rcv_saddr")?;
+    o.skc_daddr = get("skc_daddr")?;
+    o.skc_v6_rcv_saddr = get("skc_v6_rcv_saddr")?;
+    o.skc_v6_daddr = get("skc_v6_daddr")?;
+    Ok(o)
+}
+
 /// Loads this kernel's BTF, or says which feature is missing.
 pub fn load() -> Result<Btf> {
     if !Path::new(VMLINUX).exists() {
@@ -85,6 +154,16 @@ fn find_in(btf: &Btf, st: &btf_rs::Struct, field: &str, base_bits: u32) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_survive_the_trip_from_the_child() {
+        let mut o = KernelOffsets::DEFAULT;
+        o.task_pid = 2468;
+        o.skc_num = 14;
+        let back = decode(&encode(&o)).expect("decode");
+        assert_eq!(fields(&back), fields(&o));
+        assert!(decode("pt_regs_di 112\n").is_err(), "missing fields are an error");
+    }
 
     #[test]
     fn resolves_this_kernels_offsets() {

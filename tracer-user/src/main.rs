@@ -46,6 +46,9 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Resolve kernel struct offsets from BTF (run by the tracer itself in a child process).
+    #[command(name = "__kernel-offsets", hide = true)]
+    KernelOffsets,
     /// Start a command and trace it (and the processes it forks).
     Exec {
         #[command(flatten)]
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Cmd::Record { pids, no_children, common } => session::reject_self(&pids)
             .and_then(|()| common.settings(!no_children))
             .and_then(|s| session::run(session::Target::Pids(pids), s)),
+        Cmd::KernelOffsets => kernel_btf::print_offsets(),
         Cmd::Exec { common, command } => {
             common.settings(true).and_then(|s| session::run(session::Target::Command(command), s))
         }

@@ -107,8 +107,10 @@ fn optional_loss(name: &str) -> Option<&'static str> {
 impl Probes {
     pub fn load(config: Config) -> Result<(Self, Vec<String>)> {
         let mut warnings = Vec::new();
-        let btf_types = kernel_btf::load()?;
-        let offsets = kernel_btf::offsets(&btf_types)?;
+        if !std::path::Path::new(kernel_btf::VMLINUX).exists() {
+            kernel_btf::load()?;
+        }
+        let offsets = kernel_btf::offsets_via_child()?;
         let btf = Btf::from_sys_fs().context("reading kernel BTF for the BTF tracepoints")?;
         let fork_child_off = tracefs::field_offset("sched", "sched_process_fork", "child_pid").unwrap_or(20);
         let off_cpu_enabled = u8::from(config.off_cpu);

@@ -83,6 +83,9 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         min_block_ns: settings.min_block.as_nanos() as u64,
     };
     let (mut probes, warnings) = Probes::load(config)?;
+    // Loading parsed the kernel's BTF: hand that memory back before tracing.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     for w in &warnings {
         eprintln!("tracer: warning: {w}");
     }

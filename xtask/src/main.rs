@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | test | demo`.
 
+mod bench;
 mod demo;
 mod setup;
 mod sh;
@@ -27,6 +28,15 @@ enum Task {
     },
     /// Trace a bundled scenario under load and show its chain and flame graphs.
     Demo,
+    /// Measure what tracing costs a saturated server, against bpftrace and perf.
+    Bench {
+        /// Rounds; each runs every configuration once.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -37,6 +47,13 @@ fn main() -> Result<()> {
         Task::Demo => {
             build()?;
             demo::run()
+        }
+        Task::Bench { rounds, seconds } => {
+            build()?;
+            if !sh::is_root() {
+                anyhow::bail!("the bench loads eBPF programs: run cargo xtask bench as root");
+            }
+            bench::run(rounds, seconds)
         }
     }
 }

@@ -1,0 +1,311 @@
+//! `cargo xtask bench`: what tracing costs the traced server, measured side
+//! by side in one run. A Go net/http server is saturated with wrk; each
+//! round runs every configuration once, in rotated order, so that drifts of
+//! the machine hit all of them alike. Figures are medians over the rounds,
+//! as ratios to the untraced runs of the same invocation.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use scenarios::{
+    Server, TracerRun, free_port, go_binary,
+    load::{WrkResult, wrk_latency},
+    workspace_root,
+};
+use serde_json::{Value, json};
+
+/// wrk: 2 threads and 50 keep-alive connections saturate the 2 cores.
+const WRK_THREADS: u32 = 2;
+const WRK_CONNECTIONS: u32 = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Config {
+    Untraced,
+    /// The tracer with everything on: chain, 99 Hz sampling, off-CPU.
+    Tracer,
+    /// The chain alone.
+    TracerChainOnly,
+    /// bpftrace on the same syscall tracepoints, per-connection timestamps in maps.
+    Bpftrace,
+    /// `perf record -g` at the tracer's sampling rate.
+    Perf,
+}
+
+impl Config {
+    const ALL: [Config; 5] = [Config::Untraced, Config::Tracer, Config::TracerChainOnly, Config::Bpftrace, Config::Perf];
+
+    fn name(self) -> &'static str {
+        match self {
+            Config::Untraced => "untraced",
+            Config::Tracer => "tracer record (chain + 99 Hz + off-CPU)",
+            Config::TracerChainOnly => "tracer record --freq 0 --no-off-cpu",
+            Config::Bpftrace => "bpftrace, syscall tracepoints",
+            Config::Perf => "perf record -g -F 99",
+        }
+    }
+}
+
+/// One measured run of one configuration.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    wrk: WrkResult,
+    /// CPU of the tracing tool during the load, in % of one core.
+    tool_cpu_pct: Option<f64>,
+    tool_rss_mb: Option<f64>,
+    events_per_s: Option<f64>,
+    drops: Option<u64>,
+}
+
+pub fn run(rounds: usize, seconds: u32) -> Result<()> {
+    let bin = go_binary("basic")?;
+    let port = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["-addr", &format!("127.0.0.1:{port}")]).stderr(Stdio::null());
+    let server = Server::start(cmd, port)?;
+    let url = server.url("/fast");
+    let out_dir = workspace_root().join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+
+    eprintln!("bench: warming up");
+    wrk_latency(&url, WRK_THREADS, WRK_CONNECTIONS, 3)?;
+    let mut results: Vec<(Config, Vec<Run>)> = Config::ALL.iter().map(|&c| (c, Vec::new())).collect();
+    for round in 0..rounds {
+        for i in 0..Config::ALL.len() {
+            let config = Config::ALL[(i + round) % Config::ALL.len()];
+            let run = measure(config, server.pid(), &url, seconds, &out_dir)
+                .with_context(|| format!("bench round {} of {}", round + 1, config.name()))?;
+            eprintln!("bench: round {} {:<45} {:>9.0} req/s p99 {:>7.0} µs", round + 1, config.name(), run.wrk.req_per_s, run.wrk.p99_us);
+            if let Some((_, runs)) = results.iter_mut().find(|(c, _)| *c == config) {
+                runs.push(run);
+            }
+        }
+    }
+    let (json, md) = summarize(&results, rounds, seconds);
+    let dir = workspace_root().join("bench");
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    fs::write(dir.join("results.md"), &md)?;
+    println!("{md}");
+    println!("written: bench/results.json, bench/results.md");
+    Ok(())
+}
+
+fn measure(config: Config, pid: u32, url: &str, seconds: u32, out_dir: &Path) -> Result<Run> {
+    let load = || wrk_latency(url, WRK_THREADS, WRK_CONNECTIONS, seconds);
+    match config {
+        Config::Untraced => Ok(Run { wrk: load()?, ..Run::default() }),
+        Config::Tracer | Config::TracerChainOnly => {
+            let extra: &[&str] = if config == Config::Tracer { &[] } else { &["--freq", "0", "--no-off-cpu"] };
+            let out = out_dir.join("tracer");
+            let tracer = TracerRun::record(&[pid], &out, extra)?;
+            let tool = tracer.pid();
+            let (wrk, cpu) = with_cpu(tool, load)?;
+            let rss = peak_rss_mb(tool);
+            let done = tracer.stop()?;
+            if !done.status.success() {
+                bail!("tracer failed: {}", done.stderr);
+            }
+            let report = done.report;
+            Ok(Run {
+                wrk,
+                tool_cpu_pct: Some(cpu),
+                tool_rss_mb: rss,
+                events_per_s: report["events_per_s"].as_f64(),
+                drops: report["dropped_events"].as_u64(),
+            })
+        }
+        Config::Bpftrace => {
+            let script = bpftrace_script(pid);
+            let mut child = Command::new("bpftrace")
+                .args(["-e", &script])
+                .env("BPFTRACE_MAX_MAP_KEYS", "65536")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting bpftrace (cargo xtask setup installs it)")?;
+            wait_attached(&mut child, "Attaching")?;
+            measure_tool(child, load)
+        }
+        Config::Perf => {
+            let data = out_dir.join("perf.data");
+            let child = Command::new("perf")
+                .args(["record", "-g", "-F", "99", "-p", &pid.to_string(), "-o"])
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting perf (cargo xtask setup installs it)")?;
+            thread::sleep(Duration::from_millis(800));
+            measure_tool(child, load)
+        }
+    }
+}
+
+/// Runs the load while `child` traces, then stops `child` as Ctrl-C would.
+fn measure_tool(mut child: Child, load: impl FnOnce() -> Result<WrkResult>) -> Result<Run> {
+    let tool = child.id();
+    let (wrk, cpu) = with_cpu(tool, load)?;
+    let rss = peak_rss_mb(tool);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tool as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
+    Ok(Run { wrk, tool_cpu_pct: Some(cpu), tool_rss_mb: rss, ..Run::default() })
+}
+
+/// Waits for `marker` on the child's stdout (bpftrace's "Attaching N probes").
+fn wait_attached(child: &mut Child, marker: &str) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(marker) {
+                // Attaching is announced before the probes are live.
+                thread::sleep(Duration::from_millis(1500));
+                return Ok(());
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("exited with {status} before attaching");
+        }
+    }
+    bail!("did not attach within 30s")
+}
+
+/// The load, and the CPU `pid` used meanwhile (% of one core).
+fn with_cpu(pid: u32, load: impl FnOnce() -> Result<WrkResult>) -> Result<(WrkResult, f64)> {
+    let t0 = Instant::now();
+    let c0 = cpu_ticks(pid);
+    let wrk = load()?;
+    let c1 = cpu_ticks(pid);
+    let ticks_per_s = 100.0;
+    Ok((wrk, (c1.saturating_sub(c0)) as f64 / ticks_per_s / t0.elapsed().as_secs_f64() * 100.0))
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// What people write instead: per-connection timestamps on the syscall
+/// tracepoints, a handler-time histogram.
+fn bpftrace_script(pid: u32) -> String {
+    format!(
+        r#"
+tracepoint:syscalls:sys_exit_accept4,tracepoint:syscalls:sys_exit_accept /pid == {pid} && args->ret >= 0/ {{ @accepted[args->ret] = nsecs; }}
+tracepoint:syscalls:sys_enter_read,tracepoint:syscalls:sys_enter_recvfrom /pid == {pid}/ {{ @rfd[tid] = args->fd; }}
+tracepoint:syscalls:sys_exit_read,tracepoint:syscalls:sys_exit_recvfrom /pid == {pid} && args->ret > 0/ {{ @last_read[@rfd[tid]] = nsecs; }}
+tracepoint:syscalls:sys_enter_write,tracepoint:syscalls:sys_enter_writev,tracepoint:syscalls:sys_enter_sendto /pid == {pid} && @last_read[args->fd]/ {{
+  @handler_us = hist((nsecs - @last_read[args->fd]) / 1000); delete(@last_read[args->fd]);
+}}
+tracepoint:syscalls:sys_enter_close /pid == {pid}/ {{ delete(@accepted[args->fd]); delete(@last_read[args->fd]); }}
+"#
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn summarize(results: &[(Config, Vec<Run>)], rounds: usize, seconds: u32) -> (Value, String) {
+    let base = results.iter().find(|(c, _)| *c == Config::Untraced).map(|(_, r)| r.clone()).unwrap_or_default();
+    let base_rps = median(base.iter().map(|r| r.wrk.req_per_s).collect());
+    let base_p99 = median(base.iter().map(|r| r.wrk.p99_us).collect());
+    let machine = machine();
+    let mut md = String::new();
+    let _ = writeln!(md, "| configuration | req/s | vs untraced | p50 | p99 | p99 vs untraced | tool CPU (% of a core) | tool peak RSS | events/s | drops |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for (config, runs) in results {
+        let rps = median(runs.iter().map(|r| r.wrk.req_per_s).collect());
+        let p50 = median(runs.iter().map(|r| r.wrk.p50_us).collect());
+        let p99 = median(runs.iter().map(|r| r.wrk.p99_us).collect());
+        let opt_median = |f: &dyn Fn(&Run) -> Option<f64>| {
+            let v: Vec<f64> = runs.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| median(v))
+        };
+        let cpu = opt_median(&|r| r.tool_cpu_pct);
+        let rss = opt_median(&|r| r.tool_rss_mb);
+        let eps = opt_median(&|r| r.events_per_s);
+        let drops: Option<u64> = runs.iter().filter_map(|r| r.drops).max();
+        let ratio = if base_rps > 0.0 { rps / base_rps } else { 0.0 };
+        let p99_ratio = if base_p99 > 0.0 { p99 / base_p99 } else { 0.0 };
+        let fmt = |v: Option<f64>, unit: &str, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}{unit}"));
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.1}% | {:.2} ms | {:.2} ms | {:.2}x | {} | {} | {} | {} |",
+            config.name(),
+            rps,
+            ratio * 100.0,
+            p50 / 1000.0,
+            p99 / 1000.0,
+            p99_ratio,
+            fmt(cpu, "%", 1),
+            fmt(rss, " MB", 1),
+            fmt(eps, "", 0),
+            drops.map_or("-".to_string(), |d| d.to_string()),
+        );
+        rows.push(json!({
+            "config": config.name(),
+            "req_per_s": rps, "ratio_vs_untraced": ratio,
+            "p50_us": p50, "p99_us": p99, "p99_ratio_vs_untraced": p99_ratio,
+            "tool_cpu_pct_of_core": cpu, "tool_peak_rss_mb": rss,
+            "events_per_s": eps, "drops": drops,
+            "runs": runs.iter().map(|r| json!({"req_per_s": r.wrk.req_per_s, "p99_us": r.wrk.p99_us})).collect::<Vec<_>>(),
+        }));
+    }
+    let _ = writeln!(
+        md,
+        "\nGo net/http `/fast` under `wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}`, {rounds} rounds of {seconds} s per configuration, medians; {machine}."
+    );
+    let json = json!({
+        "machine": machine, "rounds": rounds, "seconds_per_run": seconds,
+        "load": format!("wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} --latency"), "results": rows,
+    });
+    (json, md)
+}
+
+fn machine() -> String {
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_default();
+    format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
+}
