@@ -279,8 +279,13 @@ impl KernelOffsets {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BlockedWrite {
     pub ts: u64,
-    pub fd: i64,
+    pub fd: i32,
+    /// The slot's owner: slots are indexed by thread id modulo their number.
+    pub tid: u32,
 }
+
+/// Slots of the blocked-write table.
+pub const BLOCKED_WRITE_SLOTS: u32 = 4096;
 
 /// Per-socket state kept in the kernel.
 #[repr(C)]

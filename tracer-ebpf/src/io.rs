@@ -14,7 +14,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tracer_common::{AcceptEvent, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState, counter, dir, kind};
+use tracer_common::{AcceptEvent, BLOCKED_WRITE_SLOTS, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState, counter, dir, kind};
 
 use crate::{
     maps::{BLOCKED_WRITE, EVENTS, SOCKS},
@@ -111,10 +111,16 @@ fn socket_state(tgid: u32, tid: u32, sk: u64, fd: i32) -> Option<*mut SockState>
 /// it (a full send buffer), the moment it first blocked; else now.
 #[inline(always)]
 fn write_start(tid: u32, fd: i32, ts: u64) -> u64 {
-    // SAFETY: plain value copied out before removal.
-    let Some(blocked) = (unsafe { BLOCKED_WRITE.get(&tid) }).copied() else { return ts };
-    let _ = BLOCKED_WRITE.remove(&tid);
-    if blocked.fd == i64::from(fd) && blocked.ts < ts { blocked.ts } else { ts }
+    let Some(slot) = BLOCKED_WRITE.get_ptr_mut(tid % BLOCKED_WRITE_SLOTS) else { return ts };
+    // SAFETY: array slot, valid for this program's run.
+    unsafe {
+        if (*slot).tid != tid || (*slot).ts == 0 {
+            return ts;
+        }
+        let start = (*slot).ts;
+        (*slot).ts = 0;
+        if (*slot).fd == fd && start < ts { start } else { ts }
+    }
 }
 
 /// Updates the socket's state for a completed read or write. Returns when

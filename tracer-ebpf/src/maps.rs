@@ -7,9 +7,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
-use tracer_common::{BlockedWrite, KernelOffsets, OffCpuStart, SockState, StackKey, counter};
+use tracer_common::{BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, OffCpuStart, SockState, StackKey, counter};
 
 /// Ring-buffer bytes pending before a record forces a wake-up of the reader;
 /// below it the reader drains on its own timer (batched wake-ups).
@@ -44,9 +44,10 @@ pub static TRACED: Array<u8> = Array::with_max_entries(32768, 0);
 #[map]
 pub static LISTEN_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
 
-/// Traced threads blocked inside a socket write, by thread id.
+/// Traced threads blocked inside a socket write, at `tid % slots`: an array
+/// rather than a hash, since every traced write looks here.
 #[map]
-pub static BLOCKED_WRITE: HashMap<u32, BlockedWrite> = HashMap::with_max_entries(4096, 0);
+pub static BLOCKED_WRITE: Array<BlockedWrite> = Array::with_max_entries(BLOCKED_WRITE_SLOTS, 0);
 
 /// Sockets of traced processes, by `struct sock` address.
 #[map]

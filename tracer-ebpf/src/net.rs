@@ -13,9 +13,9 @@ use aya_ebpf::{
 use tracer_common::{CloseEvent, ForkEvent, SockEvent, SockState, counter, kind};
 
 use crate::{
-    maps::{FORK_CHILD_PID_OFFSET, LISTEN_PORTS, SOCKS, TRACED, setting},
+    maps::{FORK_CHILD_PID_OFFSET, LISTEN_PORTS, OFFSETS, SOCKS, TRACED, setting},
     sock,
-    util::{arg_u64, count, current_syscall, emit, header, is_listen_port, now, traced_current},
+    util::{arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now, traced_current},
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -139,10 +139,13 @@ fn closed_by_process(ev: &InetSockSetState) {
 /// Only connections on traced listening ports are looked up.
 #[btf_tracepoint(function = "sk_data_ready")]
 pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
-    let sk = arg_u64(&ctx, 0);
-    if !is_listen_port(sock::local_port(sk)) {
+    let sk_ptr: *const u8 = ctx.arg(0);
+    // SAFETY: a `struct sock *` argument; skc_num is a u16 of sock_common.
+    let port: u16 = unsafe { load_field(sk_ptr, setting(&OFFSETS).skc_num) };
+    if !is_listen_port(port) {
         return 0;
     }
+    let sk = arg_u64(&ctx, 0);
     if let Some(state) = SOCKS.get_ptr_mut(&sk) {
         // SAFETY: map value pointer valid for this program's run.
         unsafe {

@@ -10,11 +10,11 @@ use aya_ebpf::{
     macros::{btf_tracepoint, perf_event},
     programs::{BtfTracePointContext, PerfEventContext, tracing::StackIdContext},
 };
-use tracer_common::{BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter, kind};
+use tracer_common::{BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter, kind};
 
 use crate::{
     maps::{BLOCKED_WRITE, MIN_BLOCK_NS, OFF_CPU_ENABLED, OFFCPU_START, OFFCPU_US, OFFSETS, ONCPU_COUNTS, STACKS, setting},
-    util::{add, arg_u64, count, current_syscall, emit, header, is_traced, now, read_field, traced_current},
+    util::{add, count, current_syscall, emit, header, is_traced, load_field, now, traced_current},
 };
 
 /// Syscalls whose first argument is the fd waited on (x86_64 numbers).
@@ -22,6 +22,8 @@ const FD_SYSCALLS: [i64; 14] = [0, 1, 17, 18, 19, 20, 40, 42, 43, 44, 45, 46, 47
 /// Socket writes whose start time matters when they block (write, writev,
 /// sendfile, sendto, sendmsg).
 const WRITE_SYSCALLS: [i64; 5] = [1, 20, 40, 44, 46];
+/// A blocked-write slot older than this is taken over.
+const STALE_BLOCKED_WRITE_NS: u64 = 10_000_000_000;
 const NR_POLL: i64 = 7;
 const NR_PPOLL: i64 = 271;
 
@@ -61,11 +63,12 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
             block(&ctx, tgid, tid, ts);
         }
     }
-    let next = arg_u64(&ctx, 2);
+    let next: *const u8 = ctx.arg(2);
     let offsets = setting(&OFFSETS);
-    if read_field::<u32>(next, offsets.task_tgid).is_some_and(is_traced) {
-        if let Some(next_tid) = read_field::<u32>(next, offsets.task_pid) {
-            resume(next_tid, ts);
+    // SAFETY: a `struct task_struct *` argument; pid and tgid are its pid_t fields.
+    unsafe {
+        if is_traced(load_field::<u32>(next, offsets.task_tgid)) {
+            resume(load_field::<u32>(next, offsets.task_pid), ts);
         }
     }
     0
@@ -107,14 +110,19 @@ fn contains<const N: usize>(set: &[i64; N], nr: i64) -> bool {
 /// The first block inside a socket write marks when the write started.
 #[inline(always)]
 fn note_blocked_write(tid: u32, fd: i64, ts: u64) {
-    // SAFETY: plain value copied out.
-    if let Some(prev) = unsafe { BLOCKED_WRITE.get(&tid) } {
-        if prev.fd == fd {
+    let Some(slot) = BLOCKED_WRITE.get_ptr_mut(tid % BLOCKED_WRITE_SLOTS) else { return };
+    // SAFETY: array slot, valid for this program's run.
+    unsafe {
+        if (*slot).ts != 0 && (*slot).tid == tid && i64::from((*slot).fd) == fd {
             return;
         }
-    }
-    if BLOCKED_WRITE.insert(&tid, &BlockedWrite { ts, fd }, 0).is_err() {
-        count(counter::BLOCKED_WRITE_FULL);
+        // Another writer holds the slot: its start time wins, unless it is
+        // stale (a write that blocked on something other than a socket).
+        if (*slot).ts != 0 && (*slot).tid != tid && ts.saturating_sub((*slot).ts) < STALE_BLOCKED_WRITE_NS {
+            count(counter::BLOCKED_WRITE_FULL);
+            return;
+        }
+        *slot = BlockedWrite { ts, fd: fd as i32, tid };
     }
 }
 
@@ -166,12 +174,13 @@ pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
     if setting(&OFF_CPU_ENABLED) == 0 {
         return 0;
     }
-    let task = arg_u64(&ctx, 0);
+    let task: *const u8 = ctx.arg(0);
     let offsets = setting(&OFFSETS);
-    if !read_field::<u32>(task, offsets.task_tgid).is_some_and(is_traced) {
+    // SAFETY: a `struct task_struct *` argument; pid and tgid are its pid_t fields.
+    let (tgid, tid) = unsafe { (load_field::<u32>(task, offsets.task_tgid), load_field::<u32>(task, offsets.task_pid)) };
+    if !is_traced(tgid) {
         return 0;
     }
-    let Some(tid) = read_field::<u32>(task, offsets.task_pid) else { return 0 };
     let Some(start) = OFFCPU_START.get_ptr_mut(&tid) else { return 0 };
     let id = bpf_get_current_pid_tgid();
     // SAFETY: map value pointer valid for this program's run.

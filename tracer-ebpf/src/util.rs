@@ -70,6 +70,20 @@ pub fn arg_u64(ctx: &impl EbpfContext, n: usize) -> u64 {
     unsafe { bpf_probe_read_kernel((ctx.as_ptr() as *const u64).add(n)) }.unwrap_or(0)
 }
 
+/// Loads a `T` at `offset` in a BTF-typed kernel pointer (a tracepoint's
+/// `struct sock *`, a `struct task_struct *`) directly, without a helper
+/// call: offsets come from read-only data the verifier sees as constants,
+/// and it checks each access against the kernel's BTF.
+///
+/// # Safety
+/// `base` must be a pointer argument of a BTF tracepoint (or returned by a
+/// BTF helper) and `offset` a field of `T`'s size in the pointed-to struct.
+#[inline(always)]
+pub unsafe fn load_field<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: per the caller; the verifier rejects the program otherwise.
+    unsafe { core::ptr::read(base.add(offset as usize).cast::<T>()) }
+}
+
 /// Reads a `T` at `base + offset` in kernel memory; `None` for an offset
 /// this kernel does not have.
 #[inline(always)]
@@ -81,24 +95,17 @@ pub fn read_field<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
 }
 
-/// The current task's user registers at syscall entry: syscall number and
-/// arguments, valid while the task is inside the syscall.
-#[inline(always)]
-pub fn current_regs() -> u64 {
-    // SAFETY: the current task is a valid BTF pointer; pt_regs always exist.
-    unsafe { generated::bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
-}
-
-/// (syscall number, first argument, second argument) of the current task.
+/// (syscall number, first argument, second argument) of the current task,
+/// from its user registers saved at syscall entry.
 #[inline(always)]
 pub fn current_syscall() -> (i64, u64, u64) {
-    let regs = current_regs();
-    let o = setting(&OFFSETS);
-    (
-        read_field::<i64>(regs, o.pt_regs_orig_ax).unwrap_or(-1),
-        read_field::<u64>(regs, o.pt_regs_di).unwrap_or(u64::MAX),
-        read_field::<u64>(regs, o.pt_regs_si).unwrap_or(0),
-    )
+    // SAFETY: the current task is a valid BTF pointer, and so is the
+    // `struct pt_regs *` the helper returns for it.
+    unsafe {
+        let regs = generated::bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        let o = setting(&OFFSETS);
+        (load_field::<i64>(regs, o.pt_regs_orig_ax), load_field::<u64>(regs, o.pt_regs_di), load_field::<u64>(regs, o.pt_regs_si))
+    }
 }
 
 /// Submit flags: wake the reader only once enough bytes are waiting.

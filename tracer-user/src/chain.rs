@@ -99,8 +99,8 @@ pub enum Outcome {
 /// One completed (or abandoned) request with its chain.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
-    pub method: Option<String>,
-    pub path: Option<String>,
+    /// `METHOD path` for HTTP/1.x requests.
+    pub route: Option<Box<str>>,
     pub status: Option<u16>,
     pub stages: StageTimes,
     /// When the request's latency began (ns, monotonic clock).
@@ -122,6 +122,16 @@ pub struct Request {
 impl Request {
     pub fn total_ns(&self) -> u64 {
         self.stages.total()
+    }
+
+    #[cfg(test)]
+    pub fn method(&self) -> Option<&str> {
+        self.route.as_deref().map(|r| http::split_label(r).0)
+    }
+
+    #[cfg(test)]
+    pub fn path(&self) -> Option<&str> {
+        self.route.as_deref().map(|r| http::split_label(r).1)
     }
 }
 
@@ -169,16 +179,21 @@ struct Head {
 
 impl Head {
     /// Adds captured bytes; returns all bytes so far once the first line is
-    /// complete or no more will come.
-    fn feed(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+    /// complete or no more will come. A first line that arrives whole (the
+    /// usual case) is handed back without being copied.
+    fn feed<'a>(&mut self, bytes: &'a [u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
         if self.done || bytes.is_empty() {
             return None;
+        }
+        if self.buf.is_empty() && bytes.contains(&b'\n') {
+            self.done = true;
+            return Some(std::borrow::Cow::Borrowed(bytes));
         }
         let room = tracer_common::PAYLOAD_MAX.saturating_sub(self.buf.len());
         self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
         if self.buf.contains(&b'\n') || self.buf.len() >= tracer_common::PAYLOAD_MAX {
             self.done = true;
-            return Some(std::mem::take(&mut self.buf));
+            return Some(std::borrow::Cow::Owned(std::mem::take(&mut self.buf)));
         }
         None
     }
@@ -204,8 +219,7 @@ struct Pending {
     last_write_exit: u64,
     read_tid: u32,
     write_tid: u32,
-    method: Option<String>,
-    path: Option<String>,
+    route: Option<Box<str>>,
     status: Option<u16>,
     bytes_in: u64,
     bytes_out: u64,
@@ -213,9 +227,8 @@ struct Pending {
 
 impl Pending {
     fn parse_request(&mut self, head: &[u8]) {
-        if let Some((method, path)) = http::parse_request_line(head) {
-            self.method = Some(method);
-            self.path = Some(path);
+        if let Some(route) = http::route_label(head) {
+            self.route = Some(route);
         }
     }
 }
@@ -387,8 +400,7 @@ impl Connection {
 
         self.prev_end_ns = Some(end);
         Some(Request {
-            method: p.method,
-            path: p.path,
+            route: p.route,
             status: p.status,
             stages,
             start_ns,
@@ -429,7 +441,7 @@ mod tests {
         assert!(c.on_read(&read(105, 80, 102, b"GET /slow?x=1 HTTP/1.1\r\n")).is_none());
         assert!(c.on_write(&write(305, 306, 120, b"HTTP/1.1 200 OK\r\n")).is_none());
         let r = c.on_close(310 * MS).expect("request");
-        assert_eq!((r.method.as_deref(), r.path.as_deref(), r.status), (Some("GET"), Some("/slow"), Some(200)));
+        assert_eq!((r.method(), r.path(), r.status), (Some("GET"), Some("/slow"), Some(200)));
         assert_eq!(ms(&r, Stage::AcceptQueue), 10);
         assert_eq!(ms(&r, Stage::ReadWait), 3);
         assert_eq!(ms(&r, Stage::RequestRead), 0);
@@ -481,7 +493,7 @@ mod tests {
         c.on_read(&read(70, 4000, 69, b""));
         c.on_write(&write(75, 76, 50, b"HTTP/1.1 201 Created\r\n"));
         let r = c.on_close(80 * MS).expect("request");
-        assert_eq!(r.path.as_deref(), Some("/upload"));
+        assert_eq!(r.path(), Some("/upload"));
         assert_eq!(r.status, Some(201));
         assert_eq!(ms(&r, Stage::RequestRead), 60);
         assert_eq!(ms(&r, Stage::Handler), 5);
@@ -551,7 +563,7 @@ mod tests {
         c.on_read(&read(10, 20, 9, b"GET /sl"));
         let r = c.on_close(3010 * MS).expect("request");
         assert_eq!(r.outcome, Outcome::ServerClosed);
-        assert_eq!(r.method, None);
+        assert_eq!(r.route, None);
     }
 
     #[test]
@@ -587,7 +599,7 @@ mod tests {
         c.on_write(&write(12, 12, 40, b"HTTP/1.1 "));
         c.on_write(&write(12, 13, 40, b"503 Busy\r\n"));
         let r = c.on_trace_end(20 * MS).expect("request");
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("GET"), Some("/split")));
+        assert_eq!((r.method(), r.path()), (Some("GET"), Some("/split")));
         assert_eq!(r.status, Some(503));
         assert_eq!(ms(&r, Stage::ResponseWrite), 1);
     }

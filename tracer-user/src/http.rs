@@ -2,8 +2,19 @@
 //! first read and its response's first write. Nothing past the first line is
 //! looked at, and nothing is kept but method, path and status.
 
+/// `METHOD path` (path without query string) of an HTTP/1.x request line,
+/// in one allocation: the route label requests are grouped by.
+pub fn route_label(bytes: &[u8]) -> Option<Box<str>> {
+    let (method, path) = parse_request_line(bytes)?;
+    let mut label = String::with_capacity(method.len() + 1 + path.len());
+    label.push_str(&method);
+    label.push(' ');
+    label.push_str(&path);
+    Some(label.into_boxed_str())
+}
+
 /// Method and path (without query string) of an HTTP/1.x request line.
-pub fn parse_request_line(bytes: &[u8]) -> Option<(String, String)> {
+fn parse_request_line(bytes: &[u8]) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
     let line = first_line(bytes);
     let mut parts = line.split(|&b| b == b' ');
     let method = parts.next()?;
@@ -20,6 +31,11 @@ pub fn parse_request_line(bytes: &[u8]) -> Option<(String, String)> {
         return None;
     }
     Some((ascii(method), ascii(path)))
+}
+
+/// Splits a route label back into method and path.
+pub fn split_label(label: &str) -> (&str, &str) {
+    label.split_once(' ').unwrap_or((label, ""))
 }
 
 /// Status code of an HTTP/1.x status line.
@@ -42,8 +58,14 @@ fn first_line(bytes: &[u8]) -> &[u8] {
     &bytes[..end]
 }
 
-fn ascii(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect()
+/// Printable ASCII as is (no copy); anything else with `?` in its place.
+fn ascii(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if bytes.iter().all(u8::is_ascii_graphic) {
+        // All graphic ASCII: valid UTF-8.
+        std::str::from_utf8(bytes).map_or_else(|_| std::borrow::Cow::Owned(String::new()), std::borrow::Cow::Borrowed)
+    } else {
+        std::borrow::Cow::Owned(bytes.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect())
+    }
 }
 
 #[cfg(test)]
@@ -52,23 +74,22 @@ mod tests {
 
     #[test]
     fn request_line() {
-        assert_eq!(
-            parse_request_line(b"GET /api/users?id=3 HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(("GET".into(), "/api/users".into()))
-        );
-        assert_eq!(parse_request_line(b"POST / HTTP/1.0\r\n"), Some(("POST".into(), "/".into())));
+        assert_eq!(route_label(b"GET /api/users?id=3 HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(), Some("GET /api/users"));
+        assert_eq!(route_label(b"POST / HTTP/1.0\r\n").as_deref(), Some("POST /"));
+        assert_eq!(route_label(b"GET /a\x01b HTTP/1.1\r\n").as_deref(), Some("GET /a?b"));
+        assert_eq!(split_label("GET /x y"), ("GET", "/x y"));
     }
 
     #[test]
     fn truncated_request_line_without_version_is_rejected() {
-        assert_eq!(parse_request_line(b"GET /very/long/pa"), None);
+        assert_eq!(route_label(b"GET /very/long/pa"), None);
     }
 
     #[test]
     fn non_http_is_rejected() {
-        assert_eq!(parse_request_line(b"\x16\x03\x01\x02\x00\x01"), None);
-        assert_eq!(parse_request_line(b"PRI * HTTP/2.0\r\n"), None);
-        assert_eq!(parse_request_line(b"get / HTTP/1.1\r\n"), None);
+        assert_eq!(route_label(b"\x16\x03\x01\x02\x00\x01"), None);
+        assert_eq!(route_label(b"PRI * HTTP/2.0\r\n"), None);
+        assert_eq!(route_label(b"get / HTTP/1.1\r\n"), None);
     }
 
     #[test]

@@ -27,8 +27,6 @@ pub const SLOWEST_KEPT: usize = 20;
 /// Causes kept per slow request.
 const CAUSES_KEPT: usize = 5;
 pub const OTHER_PATH: &str = "(other)";
-/// Method and path of requests whose first bytes are not HTTP/1.x.
-pub const UNKNOWN: &str = "-";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
@@ -37,17 +35,18 @@ pub struct RouteKey {
 }
 
 impl RouteKey {
-    pub fn of(req: &Request) -> Self {
-        RouteKey {
-            method: req.method.clone().unwrap_or_else(|| UNKNOWN.to_string()),
-            path: req.path.clone().unwrap_or_else(|| UNKNOWN.to_string()),
-        }
+    fn from_label(label: &str) -> Self {
+        let (method, path) = crate::http::split_label(label);
+        RouteKey { method: method.to_string(), path: path.to_string() }
     }
 
     pub fn label(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
 }
+
+/// The route of requests whose first bytes are not HTTP/1.x.
+const UNKNOWN_ROUTE: &str = "- -";
 
 /// Latency histogram in microseconds, 2 significant digits (1% resolution).
 pub struct Hist(Histogram<u32>);
@@ -166,7 +165,8 @@ pub struct ChainKey {
 
 #[derive(Default)]
 pub struct Stats {
-    route_ids: FxHashMap<RouteKey, u32>,
+    /// Route ids by label (`METHOD path`): looked up without allocating.
+    route_ids: FxHashMap<Box<str>, u32>,
     pub routes: Vec<(RouteKey, RouteStats)>,
     pub requests: u64,
     /// Min-heap on total time: the root is the fastest of the slow ones.
@@ -190,7 +190,7 @@ impl Stats {
 
     pub fn record(&mut self, request: Request, origin: Origin, attribution: &Attribution) {
         self.requests += 1;
-        let (route_id, key) = self.route_id(&request);
+        let route_id = self.route_id(request.route.as_deref().unwrap_or(UNKNOWN_ROUTE));
         let route = &mut self.routes[route_id as usize].1;
         route.count += 1;
         route.latency.record(us(request.total_ns()));
@@ -209,7 +209,8 @@ impl Stats {
         self.routes[route_id as usize].1.handler_explained_us += explained;
         if self.would_keep(request.total_ns()) {
             let causes = causes(attribution);
-            self.keep_slow(SlowRequest { route: key, origin, request, causes });
+            let route = self.routes[route_id as usize].0.clone();
+            self.keep_slow(SlowRequest { route, origin, request, causes });
         }
     }
 
@@ -241,18 +242,25 @@ impl Stats {
         explained.min(handler)
     }
 
-    fn route_id(&mut self, request: &Request) -> (u32, RouteKey) {
-        let mut key = RouteKey::of(request);
-        if self.routes.len() >= MAX_ROUTES && !self.route_ids.contains_key(&key) {
-            key = RouteKey { method: key.method, path: OTHER_PATH.to_string() };
+    fn route_id(&mut self, label: &str) -> u32 {
+        if let Some(&id) = self.route_ids.get(label) {
+            return id;
         }
-        if let Some(&id) = self.route_ids.get(&key) {
-            return (id, key);
+        if self.routes.len() >= MAX_ROUTES {
+            let other = format!("{} {OTHER_PATH}", crate::http::split_label(label).0);
+            if let Some(&id) = self.route_ids.get(other.as_str()) {
+                return id;
+            }
+            return self.add_route(&other);
         }
+        self.add_route(label)
+    }
+
+    fn add_route(&mut self, label: &str) -> u32 {
         let id = self.routes.len() as u32;
-        self.route_ids.insert(key.clone(), id);
-        self.routes.push((key.clone(), RouteStats::new()));
-        (id, key)
+        self.route_ids.insert(Box::from(label), id);
+        self.routes.push((RouteKey::from_label(label), RouteStats::new()));
+        id
     }
 
     pub fn route_key(&self, id: u32) -> Option<&RouteKey> {
@@ -309,8 +317,7 @@ mod tests {
         stages.set(Stage::Handler, handler_ms * 1_000_000);
         stages.set(Stage::ReadWait, 1_000);
         Request {
-            method: Some("GET".into()),
-            path: Some(path.into()),
+            route: Some(format!("GET {path}").into()),
             status: Some(200),
             stages,
             start_ns: 0,
