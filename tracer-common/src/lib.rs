@@ -82,7 +82,16 @@ pub struct AcceptEvent {
     pub hdr: EventHeader,
     /// The new connection's fd.
     pub fd: i32,
-    pub _pad: u32,
+    /// The listening port, 0 if the listener could not be read.
+    pub port: u16,
+    pub _pad: u16,
+    /// The listener's accept queue after this accept, and its limit.
+    pub backlog: u32,
+    pub backlog_max: u32,
+    /// The listener's drop counter (`sk_drops`: handshakes dropped, mostly
+    /// because the queue was full), cumulative since it was created.
+    pub listener_drops: u32,
+    pub _pad2: u32,
 }
 
 #[repr(C)]
@@ -161,6 +170,24 @@ pub struct SockEvent {
     pub _pad: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// For a passive open: the listener's accept queue with this connection
+    /// in it, its limit, and its drop counter; `u32::MAX` when the listener
+    /// is not known yet.
+    pub backlog: u32,
+    pub backlog_max: u32,
+    pub listener_drops: u32,
+    pub _pad2: u32,
+}
+
+/// Per listening port, counted in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListenCounters {
+    /// Final ACKs of handshakes dropped because the accept queue was full
+    /// (`kfree_skb` with reason `TCP_LISTEN_OVERFLOW`): clients that believe
+    /// they are connected.
+    pub overflows: u64,
+    pub synack_retransmits: u64,
 }
 
 #[repr(C)]
@@ -226,6 +253,23 @@ pub struct OffCpuStart {
     pub waker_comm: [u8; 16],
 }
 
+/// Where the fields read from trace-event records sit on this kernel, from
+/// the events' tracefs formats, and the drop reason that means "accept queue
+/// full" (from BTF); `u32::MAX` when unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TraceLayout {
+    pub fork_child_pid: u32,
+    pub kfree_skb_reason: u32,
+    pub kfree_skb_rx_sk: u32,
+    pub listen_overflow_reason: u32,
+}
+
+impl TraceLayout {
+    pub const DEFAULT: TraceLayout =
+        TraceLayout { fork_child_pid: 20, kfree_skb_reason: 36, kfree_skb_rx_sk: 24, listen_overflow_reason: u32::MAX };
+}
+
 /// Offsets of the kernel struct fields the programs read, resolved from the
 /// running kernel's BTF by userspace. `u32::MAX` marks a field this kernel
 /// does not have in a readable form.
@@ -240,6 +284,7 @@ pub struct KernelOffsets {
     pub sock_protocol: u32,
     pub sock_ack_backlog: u32,
     pub sock_max_ack_backlog: u32,
+    pub sock_drops: u32,
     pub skc_family: u32,
     pub skc_num: u32,
     pub skc_dport: u32,
@@ -247,6 +292,12 @@ pub struct KernelOffsets {
     pub skc_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
     pub skc_v6_daddr: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
     pub _pad: u32,
 }
 
@@ -262,6 +313,7 @@ impl KernelOffsets {
         sock_protocol: Self::UNKNOWN,
         sock_ack_backlog: Self::UNKNOWN,
         sock_max_ack_backlog: Self::UNKNOWN,
+        sock_drops: Self::UNKNOWN,
         skc_family: Self::UNKNOWN,
         skc_num: Self::UNKNOWN,
         skc_dport: Self::UNKNOWN,
@@ -269,6 +321,12 @@ impl KernelOffsets {
         skc_daddr: Self::UNKNOWN,
         skc_v6_rcv_saddr: Self::UNKNOWN,
         skc_v6_daddr: Self::UNKNOWN,
+        task_files: Self::UNKNOWN,
+        files_fdt: Self::UNKNOWN,
+        fdtable_fd: Self::UNKNOWN,
+        fdtable_max_fds: Self::UNKNOWN,
+        file_private_data: Self::UNKNOWN,
+        socket_sk: Self::UNKNOWN,
         _pad: 0,
     };
 }
@@ -314,6 +372,8 @@ mod user {
     unsafe impl aya::Pod for SockState {}
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for ListenCounters {}
+    unsafe impl aya::Pod for TraceLayout {}
 }
 
 /// Reads a `T` from the start of a ring-buffer record, if it is long enough.

@@ -17,6 +17,7 @@ use aya_ebpf::{
 use tracer_common::{AcceptEvent, BLOCKED_WRITE_SLOTS, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState, counter, dir, kind};
 
 use crate::{
+    listen,
     maps::{BLOCKED_WRITE, EVENTS, SOCKS},
     sock,
     util::{arg_u64, count, current_syscall, emit, header, now, submit_flags, traced_current},
@@ -216,13 +217,32 @@ fn emit_with_payload(io: IoEvent, (src, src_len): (u64, u64), want: u64) {
 }
 
 /// `syscalls/sys_exit_accept` and `sys_exit_accept4`: `ret` at offset 16.
+/// The listening fd is still in the task's saved registers: its socket gives
+/// the port and the accept queue left behind.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = traced_current() else { return 0 };
     // SAFETY: offset of `ret` in every sys_exit record.
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
-    if ret >= 0 {
-        emit(&AcceptEvent { hdr: header(kind::ACCEPT, tgid, tid, now()), fd: ret as i32, _pad: 0 });
+    if ret < 0 {
+        return 0;
     }
+    let (_, listen_fd, _) = current_syscall();
+    let (mut port, mut backlog, mut backlog_max, mut listener_drops) = (0, u32::MAX, u32::MAX, u32::MAX);
+    if let Some(listener) = listen::current_fd_socket(listen_fd) {
+        port = sock::local_port(listener);
+        listen::remember(port, listener);
+        (backlog, backlog_max, listener_drops) = listen::backlog(listener);
+    }
+    emit(&AcceptEvent {
+        hdr: header(kind::ACCEPT, tgid, tid, now()),
+        fd: ret as i32,
+        port,
+        _pad: 0,
+        backlog,
+        backlog_max,
+        listener_drops,
+        _pad2: 0,
+    });
     0
 }

@@ -8,6 +8,7 @@
 #![no_main]
 
 mod io;
+mod listen;
 mod maps;
 mod net;
 mod sched;

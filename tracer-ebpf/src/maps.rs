@@ -7,19 +7,22 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
-use tracer_common::{BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, OffCpuStart, SockState, StackKey, counter};
+use tracer_common::{
+    BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, ListenCounters, OffCpuStart, SockState, StackKey, TraceLayout,
+    counter,
+};
 
 /// Ring-buffer bytes pending before a record forces a wake-up of the reader;
 /// below it the reader drains on its own timer (batched wake-ups).
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u64 = 256 * 1024;
 
-/// Offset of `child_pid` in `sched/sched_process_fork`, which moved between
-/// kernel versions; userspace reads it from the tracepoint's format.
+/// Field offsets of trace-event records that moved between kernel
+/// versions; userspace reads them from the events' formats.
 #[unsafe(no_mangle)]
-pub static FORK_CHILD_PID_OFFSET: u32 = 20;
+pub static LAYOUT: TraceLayout = TraceLayout::DEFAULT;
 
 /// Kernel struct field offsets, from the running kernel's BTF.
 #[unsafe(no_mangle)]
@@ -43,6 +46,15 @@ pub static TRACED: Array<u8> = Array::with_max_entries(32768, 0);
 /// Listening ports of traced processes: one byte per port.
 #[map]
 pub static LISTEN_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+
+/// The listening socket of each watched port, learnt at `listen()`, at
+/// `accept()`, or from the kernel's drops and retransmits.
+#[map]
+pub static LISTENERS: HashMap<u16, u64> = HashMap::with_max_entries(1024, 0);
+
+/// Overflows and SYN-ACK retransmits per watched port.
+#[map]
+pub static LISTEN_COUNTERS: PerCpuHashMap<u16, ListenCounters> = PerCpuHashMap::with_max_entries(1024, 0);
 
 /// Traced threads blocked inside a socket write, at `tid % slots`: an array
 /// rather than a hash, since every traced write looks here.

@@ -13,7 +13,8 @@ use aya_ebpf::{
 use tracer_common::{CloseEvent, ForkEvent, SockEvent, SockState, counter, kind};
 
 use crate::{
-    maps::{FORK_CHILD_PID_OFFSET, LISTEN_PORTS, OFFSETS, SOCKS, TRACED, setting},
+    listen,
+    maps::{LAYOUT, LISTEN_PORTS, LISTENERS, OFFSETS, SOCKS, TRACED, setting},
     sock,
     util::{arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now, traced_current},
 };
@@ -92,6 +93,10 @@ fn sock_event(kind: u8, tgid: u32, tid: u32, ev: &InetSockSetState) -> SockEvent
         _pad: 0,
         saddr,
         daddr,
+        backlog: u32::MAX,
+        backlog_max: u32::MAX,
+        listener_drops: u32::MAX,
+        _pad2: 0,
     }
 }
 
@@ -105,7 +110,13 @@ fn passive_open(ev: &InetSockSetState) {
     if SOCKS.insert(&ev.skaddr, &SockState::default(), 0).is_err() {
         count(counter::SOCKS_FULL);
     }
-    emit(&sock_event(kind::ESTABLISHED, 0, 0, ev));
+    let mut event = sock_event(kind::ESTABLISHED, 0, 0, ev);
+    // The child is in the accept queue already: this is the depth it found.
+    // SAFETY: plain value copied out.
+    if let Some(&listener) = unsafe { LISTENERS.get(&ev.sport) } {
+        (event.backlog, event.backlog_max, event.listener_drops) = listen::backlog(listener);
+    }
+    emit(&event);
 }
 
 /// `listen()` runs in the caller's context: a traced process gains a port.
@@ -113,6 +124,7 @@ fn passive_open(ev: &InetSockSetState) {
 fn listen(ev: &InetSockSetState) {
     let Some((tgid, tid)) = traced_current() else { return };
     let _ = LISTEN_PORTS.set(u32::from(ev.sport), &1, 0);
+    listen::remember(ev.sport, ev.skaddr);
     emit(&sock_event(kind::LISTEN, tgid, tid, ev));
 }
 
@@ -163,7 +175,7 @@ pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = traced_current() else { return 0 };
     // SAFETY: the offset comes from this kernel's tracepoint format.
-    let Ok(child) = (unsafe { ctx.read_at::<i32>(setting(&FORK_CHILD_PID_OFFSET) as usize) }) else {
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(setting(&LAYOUT).fork_child_pid as usize) }) else {
         return 0;
     };
     let child = child as u32;

@@ -24,10 +24,49 @@ const HANDSHAKE_TTL_NS: u64 = 120 * 1_000_000_000;
 const SWEEP_AT: usize = 20_000;
 
 /// A listening port of a traced process.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Listener {
     pub pids: Vec<u32>,
     pub accepted: u64,
+    /// `listen()` backlog as the kernel applies it (`sk_max_ack_backlog`).
+    pub backlog_limit: Option<u32>,
+    /// Accept-queue depth seen at each enqueue (handshake done) and dequeue (accept).
+    pub queue: QueueDepth,
+    /// The listener's cumulative drop counter, first and last seen.
+    pub drops_seen: Option<(u32, u32)>,
+}
+
+impl Listener {
+    /// Handshakes the listener dropped while traced.
+    pub fn drops(&self) -> Option<u64> {
+        self.drops_seen.map(|(first, last)| u64::from(last.wrapping_sub(first)))
+    }
+}
+
+/// Accept-queue depth samples: exact counts per depth, bounded by the limit.
+#[derive(Debug, Default)]
+pub struct QueueDepth {
+    counts: BTreeMap<u32, u64>,
+}
+
+impl QueueDepth {
+    pub fn record(&mut self, depth: u32) {
+        *self.counts.entry(depth).or_default() += 1;
+    }
+
+    pub fn peak(&self) -> Option<u32> {
+        self.counts.keys().next_back().copied()
+    }
+
+    pub fn quantile(&self, q: f64) -> Option<u32> {
+        let n: u64 = self.counts.values().sum();
+        let rank = (q * n as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        self.counts.iter().find_map(|(&depth, &c)| {
+            seen += c;
+            (seen >= rank).then_some(depth)
+        })
+    }
 }
 
 struct Conn {
@@ -59,6 +98,8 @@ pub struct Collector {
     /// Stacks seen since the session last took them, to symbolize.
     pub new_stacks: Vec<StackKey>,
     pub connections: u64,
+    /// Most inbound connections open at once.
+    pub open_peak: usize,
     pub events: u64,
     /// Processes that forked from traced ones, to be checked and traced.
     pub forks: Vec<u32>,
@@ -79,6 +120,7 @@ impl Collector {
             timeline: Timeline::default(),
             new_stacks: Vec::new(),
             connections: 0,
+            open_peak: 0,
             events: 0,
             forks: Vec::new(),
         }
@@ -109,6 +151,7 @@ impl Collector {
                     self.accepts.retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
                 }
                 self.accepts.insert(key, a.hdr.ts);
+                self.queue_sample(a.port, a.backlog, a.backlog_max, a.listener_drops);
             }
             Event::Socket(s) => self.on_socket(&s),
             Event::Io(io, payload) => self.on_io(&io, payload),
@@ -132,7 +175,19 @@ impl Collector {
         }
     }
 
+    fn queue_sample(&mut self, port: u16, depth: u32, limit: u32, drops: u32) {
+        let Some(l) = self.listeners.get_mut(&port) else { return };
+        if depth != u32::MAX {
+            l.queue.record(depth);
+            l.backlog_limit = Some(limit);
+        }
+        if drops != u32::MAX {
+            l.drops_seen = Some(l.drops_seen.map_or((drops, drops), |(first, _)| (first, drops)));
+        }
+    }
+
     fn on_handshake(&mut self, s: &SockEvent) {
+        self.queue_sample(s.sport, s.backlog, s.backlog_max, s.listener_drops);
         if self.handshakes.len() >= SWEEP_AT {
             let now = s.hdr.ts;
             self.handshakes.retain(|_, h| now.saturating_sub(h.ts) < HANDSHAKE_TTL_NS);
@@ -172,6 +227,7 @@ impl Collector {
         let peer = handshake.map(|h| h.peer).or_else(|| s.has_addresses().then(|| s.remote()));
         self.conns.insert(s.sk, Conn { pid, fd: s.fd, chain, peer });
         self.connections += 1;
+        self.open_peak = self.open_peak.max(self.conns.len());
     }
 
     fn on_io(&mut self, ev: &IoEvent, payload: &[u8]) {
@@ -283,7 +339,16 @@ mod tests {
     }
 
     fn accept(fd: i32, ts_ms: u64) -> Event<'static> {
-        Event::Accept(AcceptEvent { hdr: hdr(kind::ACCEPT, ts_ms), fd, _pad: 0 })
+        Event::Accept(AcceptEvent {
+            hdr: hdr(kind::ACCEPT, ts_ms),
+            fd,
+            port: 80,
+            _pad: 0,
+            backlog: 0,
+            backlog_max: 128,
+            listener_drops: 7 + ts_ms as u32,
+            _pad2: 0,
+        })
     }
 
     #[test]
@@ -308,6 +373,22 @@ mod tests {
         assert_eq!(r.route.label(), "GET /x");
         assert_eq!(c.open_connections(), 0);
         assert_eq!(c.listeners[&80].accepted, 1);
+        assert_eq!(c.listeners[&80].backlog_limit, Some(128));
+        assert_eq!(c.listeners[&80].drops(), Some(0), "one accept: no drops seen between readings");
+    }
+
+    #[test]
+    fn accept_queue_depth_peak_and_p99() {
+        let mut q = QueueDepth::default();
+        assert_eq!((q.peak(), q.quantile(0.99)), (None, None));
+        for d in 0..100 {
+            q.record(d % 10);
+        }
+        q.record(40);
+        assert_eq!(q.peak(), Some(40));
+        assert_eq!(q.quantile(0.5), Some(4));
+        assert_eq!(q.quantile(0.99), Some(9));
+        assert_eq!(q.quantile(1.0), Some(40));
     }
 
     #[test]

@@ -14,24 +14,43 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 /// should not carry (or have counted against it) while it runs.
 pub const CHILD_COMMAND: &str = "__kernel-offsets";
 
+/// What the kernel programs need from BTF: struct offsets, and the drop
+/// reason meaning "accept queue full" (`u32::MAX` if this kernel has none).
+pub struct KernelFacts {
+    pub offsets: KernelOffsets,
+    pub listen_overflow_reason: u32,
+}
+
 /// Resolves the offsets in a short-lived child process.
-pub fn offsets_via_child() -> Result<KernelOffsets> {
+pub fn facts_via_child() -> Result<KernelFacts> {
     let exe = std::env::current_exe().context("finding the tracer's own executable")?;
     let out = std::process::Command::new(exe).arg(CHILD_COMMAND).output().context("resolving kernel struct offsets")?;
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("tracer: "));
     }
-    decode(&String::from_utf8_lossy(&out.stdout))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let reason = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{OVERFLOW_REASON} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX);
+    Ok(KernelFacts { offsets: decode(&text)?, listen_overflow_reason: reason })
 }
+
+const OVERFLOW_REASON: &str = "listen_overflow_reason";
 
 /// The child's side: prints the offsets, one `name value` per line.
 pub fn print_offsets() -> Result<()> {
-    let o = offsets(&load()?)?;
+    let btf = load()?;
+    let o = offsets(&btf)?;
     print!("{}", encode(&o));
+    if let Some(v) = enum_value(&btf, "skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW") {
+        println!("{OVERFLOW_REASON} {v}");
+    }
     Ok(())
 }
 
-fn fields(o: &KernelOffsets) -> [(&'static str, u32); 15] {
+fn fields(o: &KernelOffsets) -> [(&'static str, u32); 22] {
     [
         ("pt_regs_di", o.pt_regs_di),
         ("pt_regs_si", o.pt_regs_si),
@@ -41,6 +60,7 @@ fn fields(o: &KernelOffsets) -> [(&'static str, u32); 15] {
         ("sock_protocol", o.sock_protocol),
         ("sock_ack_backlog", o.sock_ack_backlog),
         ("sock_max_ack_backlog", o.sock_max_ack_backlog),
+        ("sock_drops", o.sock_drops),
         ("skc_family", o.skc_family),
         ("skc_num", o.skc_num),
         ("skc_dport", o.skc_dport),
@@ -48,6 +68,12 @@ fn fields(o: &KernelOffsets) -> [(&'static str, u32); 15] {
         ("skc_daddr", o.skc_daddr),
         ("skc_v6_rcv_saddr", o.skc_v6_rcv_saddr),
         ("skc_v6_daddr", o.skc_v6_daddr),
+        ("task_files", o.task_files),
+        ("files_fdt", o.files_fdt),
+        ("fdtable_fd", o.fdtable_fd),
+        ("fdtable_max_fds", o.fdtable_max_fds),
+        ("file_private_data", o.file_private_data),
+        ("socket_sk", o.socket_sk),
     ]
 }
 
@@ -68,6 +94,7 @@ fn decode(text: &str) -> Result<KernelOffsets> {
     o.sock_protocol = get("sock_protocol")?;
     o.sock_ack_backlog = get("sock_ack_backlog")?;
     o.sock_max_ack_backlog = get("sock_max_ack_backlog")?;
+    o.sock_drops = get("sock_drops")?;
     o.skc_family = get("skc_family")?;
     o.skc_num = get("skc_num")?;
     o.skc_dport = get("skc_dport")?;
@@ -75,6 +102,12 @@ fn decode(text: &str) -> Result<KernelOffsets> {
     o.skc_daddr = get("skc_daddr")?;
     o.skc_v6_rcv_saddr = get("skc_v6_rcv_saddr")?;
     o.skc_v6_daddr = get("skc_v6_daddr")?;
+    o.task_files = get("task_files")?;
+    o.files_fdt = get("files_fdt")?;
+    o.fdtable_fd = get("fdtable_fd")?;
+    o.fdtable_max_fds = get("fdtable_max_fds")?;
+    o.file_private_data = get("file_private_data")?;
+    o.socket_sk = get("socket_sk")?;
     Ok(o)
 }
 
@@ -103,6 +136,7 @@ pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
         sock_protocol: optional("sock", "sk_protocol"),
         sock_ack_backlog: optional("sock", "sk_ack_backlog"),
         sock_max_ack_backlog: optional("sock", "sk_max_ack_backlog"),
+        sock_drops: optional("sock", "sk_drops"),
         skc_family: in_common("skc_family")?,
         skc_num: in_common("skc_num")?,
         skc_dport: in_common("skc_dport")?,
@@ -110,7 +144,21 @@ pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
         skc_daddr: in_common("skc_daddr")?,
         skc_v6_rcv_saddr: optional("sock_common", "skc_v6_rcv_saddr").checked_add(common).unwrap_or(KernelOffsets::UNKNOWN),
         skc_v6_daddr: optional("sock_common", "skc_v6_daddr").checked_add(common).unwrap_or(KernelOffsets::UNKNOWN),
+        task_files: optional("task_struct", "files"),
+        files_fdt: optional("files_struct", "fdt"),
+        fdtable_fd: optional("fdtable", "fd"),
+        fdtable_max_fds: optional("fdtable", "max_fds"),
+        file_private_data: optional("file", "private_data"),
+        socket_sk: optional("socket", "sk"),
         _pad: 0,
+    })
+}
+
+/// Value of an enumerator in this kernel's BTF (`SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`).
+pub fn enum_value(btf: &Btf, enumeration: &str, name: &str) -> Option<u32> {
+    btf.resolve_types_by_name(enumeration).ok()?.into_iter().find_map(|t| match t {
+        Type::Enum(e) => e.members.iter().find(|m| btf.resolve_name(*m).is_ok_and(|n| n == name)).map(|m| m.val()),
+        _ => None,
     })
 }
 
@@ -184,5 +232,8 @@ mod tests {
         assert!(field_offset(&btf, "sock", "no_such_field").is_err());
         // Found through the anonymous unions of sock_common.
         assert!(field_offset(&btf, "sock_common", "skc_daddr").is_ok());
+        assert!(o.socket_sk != KernelOffsets::UNKNOWN && o.fdtable_fd != KernelOffsets::UNKNOWN);
+        let reason = enum_value(&btf, "skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW");
+        assert!(reason.is_some_and(|r| r > 0), "this kernel names the accept-queue overflow drop");
     }
 }

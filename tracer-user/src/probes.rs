@@ -11,7 +11,7 @@ use aya::{
     },
     util::online_cpus,
 };
-use tracer_common::{StackKey, counter};
+use tracer_common::{ListenCounters, StackKey, TraceLayout, counter};
 
 use crate::{kernel_btf, tracefs};
 
@@ -35,12 +35,16 @@ const TRACE_EVENTS: &[(&str, &str)] = &[
     ("sched_process_fork", "sched/sched_process_fork"),
     ("sys_exit_accept", "syscalls/sys_exit_accept"),
     ("sys_exit_accept", "syscalls/sys_exit_accept4"),
+    ("kfree_skb", "skb/kfree_skb"),
+    ("tcp_retransmit_synack", "tcp/tcp_retransmit_synack"),
 ];
 
 /// Hooks the tracer can do without, and what is lost without them.
 const OPTIONAL: &[(&str, &str)] = &[
     ("sk_data_ready", "read_wait will be 0: this kernel does not report when request bytes arrive"),
     ("sched/sched_process_fork", "children forked while tracing will not be traced"),
+    ("skb/kfree_skb", "accept-queue overflows will not be counted"),
+    ("tcp/tcp_retransmit_synack", "SYN-ACK retransmits will not be counted"),
 ];
 
 /// What the caller asks of the kernel side.
@@ -58,6 +62,7 @@ pub struct Config {
 /// Maps that outlive the programs: read after detaching.
 pub struct Tables {
     pub stacks: StackTraceMap<MapData>,
+    pub listen_counters: PerCpuHashMap<MapData, u16, ListenCounters>,
     pub oncpu: PerCpuHashMap<MapData, StackKey, u64>,
     pub offcpu_us: PerCpuHashMap<MapData, StackKey, u64>,
 }
@@ -66,6 +71,20 @@ impl Tables {
     /// Sums of a per-CPU stack table.
     pub fn totals(map: &PerCpuHashMap<MapData, StackKey, u64>) -> Vec<(StackKey, u64)> {
         map.iter().filter_map(Result::ok).map(|(k, v)| (k, v.iter().sum())).collect()
+    }
+
+    /// Overflows and SYN-ACK retransmits per port, summed over CPUs.
+    pub fn listen_counters_of(map: &PerCpuHashMap<MapData, u16, ListenCounters>) -> Vec<(u16, ListenCounters)> {
+        map.iter()
+            .filter_map(Result::ok)
+            .map(|(port, per_cpu)| {
+                let sum = per_cpu.iter().fold(ListenCounters::default(), |a, c| ListenCounters {
+                    overflows: a.overflows + c.overflows,
+                    synack_retransmits: a.synack_retransmits + c.synack_retransmits,
+                });
+                (port, sum)
+            })
+            .collect()
     }
 }
 
@@ -110,17 +129,22 @@ impl Probes {
         if !std::path::Path::new(kernel_btf::VMLINUX).exists() {
             kernel_btf::load()?;
         }
-        let offsets = kernel_btf::offsets_via_child()?;
+        let facts = kernel_btf::facts_via_child()?;
         let btf = Btf::from_sys_fs().context("reading kernel BTF for the BTF tracepoints")?;
-        let fork_child_off = tracefs::field_offset("sched", "sched_process_fork", "child_pid").unwrap_or(20);
+        let mut layout = TraceLayout::DEFAULT;
+        let field = |group, event, name, default| tracefs::field_offset(group, event, name).unwrap_or(default);
+        layout.fork_child_pid = field("sched", "sched_process_fork", "child_pid", layout.fork_child_pid);
+        layout.kfree_skb_reason = field("skb", "kfree_skb", "reason", layout.kfree_skb_reason);
+        layout.kfree_skb_rx_sk = field("skb", "kfree_skb", "rx_sk", u32::MAX);
+        layout.listen_overflow_reason = facts.listen_overflow_reason;
         let off_cpu_enabled = u8::from(config.off_cpu);
         let pid_max = pid_max();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("TRACED", pid_max)
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
-            .override_global("FORK_CHILD_PID_OFFSET", &fork_child_off, true)
-            .override_global("OFFSETS", &offsets, true)
+            .override_global("LAYOUT", &layout, true)
+            .override_global("OFFSETS", &facts.offsets, true)
             .override_global("MIN_BLOCK_NS", &config.min_block_ns, true)
             .override_global("OFF_CPU_ENABLED", &off_cpu_enabled, true)
             .load(OBJECT)
@@ -143,6 +167,10 @@ impl Probes {
 
         for (prog_name, tp) in TRACE_EVENTS {
             let (group, event) = tp.split_once('/').ok_or_else(|| anyhow!("bad tracepoint {tp}"))?;
+            if *prog_name == "kfree_skb" && (layout.listen_overflow_reason == u32::MAX || layout.kfree_skb_rx_sk == u32::MAX) {
+                warnings.push("this kernel does not name accept-queue overflow drops: overflows are not counted".to_string());
+                continue;
+            }
             if !tracefs::has_tracepoint(group, event) {
                 match optional_loss(tp) {
                     Some(loss) => {
@@ -183,6 +211,7 @@ impl Probes {
         let ring = Some(RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?);
         let tables = Some(Tables {
             stacks: StackTraceMap::try_from(take(&mut ebpf, "STACKS")?)?,
+            listen_counters: PerCpuHashMap::try_from(take(&mut ebpf, "LISTEN_COUNTERS")?)?,
             oncpu: PerCpuHashMap::try_from(take(&mut ebpf, "ONCPU_COUNTS")?)?,
             offcpu_us: PerCpuHashMap::try_from(take(&mut ebpf, "OFFCPU_US")?)?,
         });

@@ -141,6 +141,19 @@ fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// `TcpExt` counters of `/proc/<pid>/net/netstat` (the process's network
+/// namespace), by name.
+pub fn tcp_ext(pid: u32) -> HashMap<String, u64> {
+    let Ok(text) = read(&format!("/proc/{pid}/net/netstat")) else { return HashMap::new() };
+    parse_tcp_ext(&text)
+}
+
+fn parse_tcp_ext(text: &str) -> HashMap<String, u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return HashMap::new() };
+    names.split_whitespace().skip(1).zip(values.split_whitespace().skip(1)).filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?))).collect()
+}
+
 /// Listening TCP ports of `pid`.
 pub fn listeners(pid: u32) -> Vec<u16> {
     let fds = socket_fds(pid);
@@ -173,6 +186,14 @@ mod tests {
         assert_eq!(mapped, "127.0.0.1:80".parse().expect("addr"));
         let lo = parse_hex_addr("00000000000000000000000001000000:0050").expect("addr");
         assert_eq!(lo, "[::1]:80".parse().expect("addr"));
+    }
+
+    #[test]
+    fn parses_tcp_ext_counters() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 12 14\nIpExt: InNoRoutes\nIpExt: 0\n";
+        let c = parse_tcp_ext(text);
+        assert_eq!((c["ListenOverflows"], c["ListenDrops"]), (12, 14));
+        assert!(!tcp_ext(std::process::id()).is_empty(), "this machine has /proc/<pid>/net/netstat");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Report {
     pub routes: Vec<RouteReport>,
     pub slowest: Vec<SlowReport>,
     pub listeners: Vec<ListenerReport>,
+    pub netstat: Netstat,
+    /// Most inbound connections open at once.
+    pub connections_open_peak: usize,
     pub warnings: Vec<String>,
 }
 
@@ -115,9 +118,29 @@ pub struct ListenerReport {
     pub port: u16,
     pub pids: Vec<u32>,
     pub accepted: u64,
+    /// The backlog the kernel applies (`listen()`'s argument capped by somaxconn).
     pub backlog_limit: Option<u32>,
+    /// Accept-queue depth seen at handshakes and accepts: highest, and p99.
     pub queue_peak: Option<u32>,
+    pub queue_p99: Option<u32>,
+    /// Handshakes this listener dropped while traced, mostly because its
+    /// accept queue was full (its `sk_drops`: SYNs and final ACKs alike).
+    /// Clients retry a dropped SYN after 1 s, then 3 s, 7 s...: time the
+    /// chains cannot see, since it passes before the handshake completes.
     pub overflows: Option<u64>,
+    /// Of those, final ACKs dropped (`kfree_skb` reason `TCP_LISTEN_OVERFLOW`):
+    /// clients that believe they are connected.
+    pub overflowed_final_acks: Option<u64>,
+    pub synack_retransmits: Option<u64>,
+}
+
+/// System-wide `TcpExt` counters over the run, to cross-check `overflows`
+/// (they count every listener of the network namespace, and SYNs dropped
+/// at a full queue, which the per-port count does not see).
+#[derive(Serialize, Default)]
+pub struct Netstat {
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
 }
 
 /// What the session knows besides the collector.
@@ -129,6 +152,9 @@ pub struct Meta {
     pub processes: Vec<ProcessInfo>,
     pub counters: Counters,
     pub sampling: Sampling,
+    /// Per port: (overflows, SYN-ACK retransmits), from the kernel's counters.
+    pub listen_counters: Vec<(u16, tracer_common::ListenCounters)>,
+    pub netstat: Netstat,
     pub warnings: Vec<String>,
 }
 
@@ -192,13 +218,19 @@ pub fn build(collector: &Collector, meta: Meta, name: &mut dyn FnMut(&Cause) -> 
     let listeners = collector
         .listeners
         .iter()
-        .map(|(&port, l)| ListenerReport {
-            port,
-            pids: l.pids.clone(),
-            accepted: l.accepted,
-            backlog_limit: None,
-            queue_peak: None,
-            overflows: None,
+        .map(|(&port, l)| {
+            let counters = meta.listen_counters.iter().find(|(p, _)| *p == port).map(|(_, c)| *c).unwrap_or_default();
+            ListenerReport {
+                port,
+                pids: l.pids.clone(),
+                accepted: l.accepted,
+                backlog_limit: l.backlog_limit,
+                queue_peak: l.queue.peak(),
+                queue_p99: l.queue.quantile(0.99),
+                overflows: l.drops(),
+                overflowed_final_acks: Some(counters.overflows),
+                synack_retransmits: Some(counters.synack_retransmits),
+            }
         })
         .collect();
     let c = meta.counters;
@@ -225,6 +257,8 @@ pub fn build(collector: &Collector, meta: Meta, name: &mut dyn FnMut(&Cause) -> 
         routes,
         slowest,
         listeners,
+        netstat: meta.netstat,
+        connections_open_peak: collector.open_peak,
         warnings: meta.warnings,
     }
 }

@@ -90,7 +90,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         eprintln!("tracer: warning: {w}");
     }
     let tables = probes.take_tables().context("stack tables already taken")?;
-    let probes::Tables { stacks, oncpu, offcpu_us } = tables;
+    let probes::Tables { stacks, listen_counters, oncpu, offcpu_us } = tables;
     let sample_us = if settings.freq > 0 { 1_000_000 / settings.freq } else { 0 };
     let mut run = Run { probes, collector: Collector::new(sample_us), stacks: Stacks::new(stacks), traced: Vec::new(), child: None };
 
@@ -124,6 +124,8 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         settings.duration.map_or(String::new(), |d| format!(" for {:.1}s", d.as_secs_f64()))
     );
 
+    let netstat_pid = run.traced.first().map_or(std::process::id(), |t| t.pid);
+    let netstat_before = procfs::tcp_ext(netstat_pid);
     let started = SystemTime::now();
     let realtime_offset_ns = realtime_minus_monotonic_ns();
     let t0 = Instant::now();
@@ -133,6 +135,10 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
     let duration_s = t0.elapsed().as_secs_f64();
     run.collector.finish_all(monotonic_ns());
     let counters = run.probes.counters()?;
+    let netstat_after = procfs::tcp_ext(netstat_pid);
+    let delta = |name: &str| netstat_after.get(name).unwrap_or(&0).saturating_sub(*netstat_before.get(name).unwrap_or(&0));
+    let netstat = report::Netstat { listen_overflows: delta("ListenOverflows"), listen_drops: delta("ListenDrops") };
+    let listen_counters = probes::Tables::listen_counters_of(&listen_counters);
     let Run { probes, mut collector, mut stacks, traced, mut child } = run;
     // Detach before the slower work of symbolizing and writing outputs.
     probes.detach();
@@ -157,6 +163,8 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         processes: traced.iter().map(|t| ProcessInfo { pid: t.pid, comm: t.comm.clone(), exited: t.exited }).collect(),
         counters,
         sampling,
+        listen_counters,
+        netstat,
         warnings,
     };
     let report = report::build(&collector, meta, &mut |cause| {

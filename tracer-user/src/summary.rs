@@ -77,8 +77,14 @@ pub fn render(report: &Report) -> String {
             if let Some(peak) = l.queue_peak {
                 let _ = write!(out, ", queue peak {peak}");
             }
+            if let Some(p99) = l.queue_p99 {
+                let _ = write!(out, " (p99 {p99})");
+            }
             if let Some(o) = l.overflows {
                 let _ = write!(out, ", overflows {o}");
+            }
+            if let Some(r) = l.synack_retransmits.filter(|&r| r > 0) {
+                let _ = write!(out, ", SYN-ACK retransmits {r}");
             }
             out.push('\n');
         }
