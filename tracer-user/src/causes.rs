@@ -4,21 +4,36 @@
 
 use crate::{stats::Cause, syscalls, timeline::Target};
 
-/// `recvfrom on outbound 127.0.0.1:9001 (sock_recv)`, `clock_nanosleep (time_sleep)`.
+/// `recvfrom on outbound 127.0.0.1:9001 (sock_recv)`, `clock_nanosleep (time_sleep)`,
+/// `response from outbound 127.0.0.1:9001`.
 pub fn describe(cause: &Cause, leaf_frame: Option<&str>) -> String {
+    match cause.syscall {
+        Cause::WAIT_RESPONSE => return format!("response from {}", target_name(cause.target)),
+        Cause::WAIT_CONNECT => return format!("connect to {}", target_name(cause.target)),
+        _ if *cause == Cause::OTHER => return "other causes".to_string(),
+        _ => {}
+    }
     let syscall = syscalls::name(cause.syscall).map(str::to_string).unwrap_or_else(|| {
         if cause.syscall < 0 { "no syscall (page fault or preemption in kernel)".to_string() } else { format!("syscall {}", cause.syscall) }
     });
     let mut what = match cause.target {
-        Target::Outbound(peer) => format!("{syscall} on outbound {peer}"),
-        Target::Dns(peer) => format!("{syscall} on DNS {peer}"),
-        Target::Inbound => format!("{syscall} on the client connection"),
         Target::None => syscall,
+        target => format!("{syscall} on {}", target_name(target)),
     };
     if let Some(frame) = leaf_frame.filter(|f| !f.is_empty() && *f != "[unknown]") {
         what.push_str(&format!(" ({frame})"));
     }
     what
+}
+
+/// `outbound 127.0.0.1:9001`, `DNS 127.0.0.53:53`, `the client connection`.
+pub fn target_name(target: Target) -> String {
+    match target {
+        Target::Outbound(peer) => format!("outbound {peer}"),
+        Target::Dns(peer) => format!("DNS {peer}"),
+        Target::Inbound => "the client connection".to_string(),
+        Target::None => "nothing in particular".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -37,5 +52,7 @@ mod tests {
         assert_eq!(describe(&cause(7, Target::Dns(dns)), None), "poll on DNS 127.0.0.1:53");
         assert_eq!(describe(&cause(230, Target::None), Some("[unknown]")), "clock_nanosleep");
         assert_eq!(describe(&cause(999, Target::None), None), "syscall 999");
+        assert_eq!(describe(&cause(Cause::WAIT_RESPONSE, Target::Outbound(peer)), None), "response from outbound 127.0.0.1:9001");
+        assert_eq!(describe(&cause(Cause::WAIT_CONNECT, Target::Dns(dns)), Some("x")), "connect to DNS 127.0.0.1:53");
     }
 }

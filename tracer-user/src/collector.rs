@@ -11,6 +11,7 @@ use tracer_common::{IoEvent, OffCpuEvent, SockEvent, SocketEvent, StackKey, dir}
 use crate::{
     chain::{Connection, Io, Request},
     events::{Event, SockEventExt, SocketEventExt},
+    exchanges::Exchanges,
     stats::{Origin, Stats},
     timeline::{OffCpu, Sample, Target, Timeline},
 };
@@ -88,10 +89,12 @@ pub struct Collector {
     fds: FxHashMap<(u32, i32), u64>,
     /// Accepted fds not used yet, with the accept time.
     accepts: FxHashMap<(u32, i32), u64>,
-    /// Outbound sockets (TCP connects, UDP) and their peers.
-    outbound: FxHashMap<u64, SocketAddr>,
+    /// Outbound sockets (TCP connects, UDP), their peers and exchanges.
+    exchanges: Exchanges,
     handshakes: FxHashMap<u64, Handshake>,
     comms: FxHashMap<u32, Rc<str>>,
+    /// Go processes: their threads' parking says nothing about requests.
+    go: FxHashMap<u32, ()>,
     pub listeners: BTreeMap<u16, Listener>,
     pub stats: Stats,
     pub timeline: Timeline,
@@ -112,9 +115,10 @@ impl Collector {
             conns: FxHashMap::default(),
             fds: FxHashMap::default(),
             accepts: FxHashMap::default(),
-            outbound: FxHashMap::default(),
+            exchanges: Exchanges::default(),
             handshakes: FxHashMap::default(),
             comms: FxHashMap::default(),
+            go: FxHashMap::default(),
             listeners: BTreeMap::new(),
             stats: Stats::new(sample_us),
             timeline: Timeline::default(),
@@ -126,8 +130,11 @@ impl Collector {
         }
     }
 
-    pub fn add_process(&mut self, pid: u32, comm: &str) {
+    pub fn add_process(&mut self, pid: u32, comm: &str, is_go: bool) {
         self.comms.insert(pid, Rc::from(comm));
+        if is_go {
+            self.go.insert(pid, ());
+        }
     }
 
     pub fn add_listener(&mut self, pid: u32, port: u16) {
@@ -157,11 +164,11 @@ impl Collector {
             Event::Io(io, payload) => self.on_io(&io, payload),
             Event::Connect(c) => {
                 self.fds.insert((c.hdr.tgid, c.fd), c.sk);
-                self.outbound.insert(c.sk, c.remote());
+                self.exchanges.open(c.hdr.tgid, c.sk, target_of(c.remote()), c.hdr.ts, true);
             }
             Event::Close(c) => {
                 self.close(c.sk, c.hdr.ts);
-                self.outbound.remove(&c.sk);
+                self.exchanges.close(c.sk);
             }
             Event::Established(s) => self.on_handshake(&s),
             Event::Listen(s) => self.add_listener(s.hdr.tgid, s.sport),
@@ -202,13 +209,13 @@ impl Collector {
         if let Some(old) = self.fds.insert(key, s.sk).filter(|&old| old != s.sk) {
             self.close_fd(old, key, s.hdr.ts);
         }
-        if self.conns.contains_key(&s.sk) || self.outbound.contains_key(&s.sk) {
+        if self.conns.contains_key(&s.sk) || self.exchanges.is_outbound(s.sk) {
             return;
         }
         let handshake = self.handshakes.remove(&s.sk);
         let inbound = s.protocol != IPPROTO_UDP && (handshake.is_some() || self.listeners.contains_key(&s.sport));
         if !inbound {
-            self.outbound.insert(s.sk, s.remote());
+            self.exchanges.open(pid, s.sk, target_of(s.remote()), s.hdr.ts, false);
             return;
         }
         let mut chain = match self.accepts.remove(&key) {
@@ -231,7 +238,12 @@ impl Collector {
     }
 
     fn on_io(&mut self, ev: &IoEvent, payload: &[u8]) {
-        let Some(conn) = self.conns.get_mut(&ev.sk) else { return };
+        let Some(conn) = self.conns.get_mut(&ev.sk) else {
+            if ev.ret > 0 {
+                self.exchanges.io(ev.sk, ev.dir == dir::READ, ev.hdr.ts);
+            }
+            return;
+        };
         let io = Io { tid: ev.hdr.tid, enter_ns: ev.enter_ts, exit_ns: ev.hdr.ts, ret: ev.ret, ready_ns: ev.ready_ts, payload };
         let done = if ev.dir == dir::READ { conn.chain.on_read(&io) } else { conn.chain.on_write(&io) };
         if let Some(req) = done {
@@ -246,15 +258,14 @@ impl Collector {
 
     fn on_off_cpu(&mut self, o: &OffCpuEvent) {
         let tgid = o.hdr.tgid;
+        if self.go.contains_key(&tgid) && crate::runtime::go_parks_in(o.syscall) {
+            return;
+        }
         // Resolved now, while the fd still names what it named when the thread blocked.
         let sk = (o.fd >= 0).then(|| self.fds.get(&(tgid, o.fd as i32)).copied()).flatten();
         let target = match sk {
             Some(sk) if self.conns.contains_key(&sk) => Target::Inbound,
-            Some(sk) => match self.outbound.get(&sk) {
-                Some(peer) if peer.port() == DNS_PORT => Target::Dns(*peer),
-                Some(peer) => Target::Outbound(*peer),
-                None => Target::None,
-            },
+            Some(sk) => self.exchanges.target(sk).unwrap_or(Target::None),
             None => Target::None,
         };
         self.note_stack(tgid, o.user_stack, o.kernel_stack);
@@ -295,7 +306,8 @@ impl Collector {
     fn finish(&mut self, pid: u32, peer: Option<SocketAddr>, req: Request) {
         let comm = self.comms.get(&pid).cloned().unwrap_or_else(|| Rc::from(pid.to_string()));
         let (from, to) = req.handler_ns;
-        let attribution = self.timeline.within(&[req.read_tid, req.write_tid], from, to);
+        let mut attribution = self.timeline.within(&[req.read_tid, req.write_tid], from, to);
+        attribution.waits = self.exchanges.claim(pid, from, to);
         self.stats.record(req, Origin { pid, comm, peer }, &attribution);
     }
 
@@ -314,6 +326,11 @@ impl Collector {
     pub fn open_connections(&self) -> usize {
         self.conns.len()
     }
+}
+
+/// A peer as a blocking target: port 53 is DNS.
+fn target_of(peer: SocketAddr) -> Target {
+    if peer.port() == DNS_PORT { Target::Dns(peer) } else { Target::Outbound(peer) }
 }
 
 #[cfg(test)]
@@ -354,7 +371,7 @@ mod tests {
     #[test]
     fn joins_handshake_accept_and_io_of_one_connection() {
         let mut c = Collector::new(0);
-        c.add_process(10, "srv");
+        c.add_process(10, "srv", false);
         c.add_listener(10, 80);
         // The listener is not known yet: its queue was not read.
         let mut est = SockEvent {

@@ -81,6 +81,14 @@ fn chains(collector: &Collector, stacks: &mut Stacks) -> Folded {
                 frames.push(Rc::from("on-cpu"));
                 frames.extend(stacks.frames(stack));
             }
+            Leaf::Waiting(target, wait) => {
+                frames.push(Rc::from("waiting"));
+                let target = crate::causes::target_name(target);
+                frames.push(Rc::from(match wait {
+                    crate::exchanges::Wait::Response => format!("response from {target}"),
+                    crate::exchanges::Wait::Connect => format!("connect to {target}"),
+                }));
+            }
         }
         folded.add(&frames.iter().map(|f| &**f).collect::<Vec<&str>>(), *us);
     }

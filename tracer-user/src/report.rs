@@ -15,6 +15,8 @@ use crate::{
 #[derive(Serialize)]
 pub struct Report {
     pub tool: &'static str,
+    /// The worst route and what dominates its latency, in one line.
+    pub diagnosis: Option<crate::diagnose::Diagnosis>,
     pub version: &'static str,
     pub started_at: String,
     pub duration_s: f64,
@@ -155,6 +157,7 @@ pub struct Meta {
     /// Per port: (overflows, SYN-ACK retransmits), from the kernel's counters.
     pub listen_counters: Vec<(u16, tracer_common::ListenCounters)>,
     pub netstat: Netstat,
+    pub diagnosis: Option<crate::diagnose::Diagnosis>,
     pub warnings: Vec<String>,
 }
 
@@ -236,6 +239,7 @@ pub fn build(collector: &Collector, meta: Meta, name: &mut dyn FnMut(&Cause) -> 
     let c = meta.counters;
     Report {
         tool: "tracer",
+        diagnosis: meta.diagnosis,
         version: env!("CARGO_PKG_VERSION"),
         started_at: rfc3339(meta.started),
         duration_s: meta.duration_s,

@@ -18,6 +18,7 @@ use tokio::{
 use crate::{
     causes,
     collector::Collector,
+    facts,
     events, outputs, preflight,
     probes::{self, Probes},
     procfs, report,
@@ -165,6 +166,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         sampling,
         listen_counters,
         netstat,
+        diagnosis: facts::diagnosis(&collector, &mut stacks),
         warnings,
     };
     let report = report::build(&collector, meta, &mut |cause| {
@@ -187,7 +189,8 @@ impl Run {
         self.probes.trace(pid)?;
         self.stacks.watch(pid);
         let comm = procfs::comm(pid).unwrap_or_else(|_| pid.to_string());
-        self.collector.add_process(pid, &comm);
+        let go = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| crate::runtime::is_go(&exe));
+        self.collector.add_process(pid, &comm, go);
         // Connections already open are recognised by their local port at first use.
         for port in procfs::listeners(pid) {
             self.probes.watch_port(port)?;

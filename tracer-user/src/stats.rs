@@ -16,6 +16,7 @@ use tracer_common::StackKey;
 
 use crate::{
     chain::{Outcome, Request, Stage},
+    exchanges::Wait,
     timeline::{Attribution, Target},
 };
 
@@ -26,6 +27,8 @@ pub const MAX_ROUTES: usize = 256;
 pub const SLOWEST_KEPT: usize = 20;
 /// Causes kept per slow request.
 const CAUSES_KEPT: usize = 5;
+/// Distinct causes summed per route; beyond, time goes to [`Cause::OTHER`].
+const ROUTE_CAUSES: usize = 128;
 pub const OTHER_PATH: &str = "(other)";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,6 +87,8 @@ pub struct RouteStats {
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Handler time covered by the serving threads' samples and blocks.
     pub handler_explained_us: u64,
+    /// Blocked time in the handler by cause, over all the route's requests.
+    pub causes: FxHashMap<Cause, u64>,
 }
 
 impl RouteStats {
@@ -95,7 +100,16 @@ impl RouteStats {
             statuses: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             handler_explained_us: 0,
+            causes: FxHashMap::default(),
         }
+    }
+
+    /// The route's causes, largest first.
+    pub fn top_causes(&self, n: usize) -> Vec<(Cause, u64)> {
+        let mut v: Vec<(Cause, u64)> = self.causes.iter().map(|(c, us)| (*c, *us)).collect();
+        v.sort_by_key(|&(_, us)| Reverse(us));
+        v.truncate(n);
+        v
     }
 
     pub fn stage(&self, stage: Stage) -> &StageStats {
@@ -118,13 +132,32 @@ pub struct Origin {
 }
 
 /// One thing a request's handler waited on: named at report time, once the
-/// stacks are symbolized.
+/// stacks are symbolized. `syscall` is the one the serving thread blocked in,
+/// or one of the `WAIT_*` values for waits seen on the server's own
+/// outbound connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cause {
     pub tgid: u32,
     pub syscall: i64,
     pub target: Target,
     pub user_stack: i32,
+}
+
+impl Cause {
+    /// Waiting for an answer on an outbound connection.
+    pub const WAIT_RESPONSE: i64 = -2;
+    /// Waiting for an outbound connection to be established.
+    pub const WAIT_CONNECT: i64 = -3;
+    /// Causes beyond what a route keeps apart.
+    pub const OTHER: Cause = Cause { tgid: 0, syscall: -4, target: Target::None, user_stack: -1 };
+
+    fn wait(tgid: u32, target: Target, wait: Wait) -> Cause {
+        let syscall = match wait {
+            Wait::Response => Cause::WAIT_RESPONSE,
+            Wait::Connect => Cause::WAIT_CONNECT,
+        };
+        Cause { tgid, syscall, target, user_stack: -1 }
+    }
 }
 
 /// A request kept among the slowest.
@@ -153,6 +186,8 @@ pub enum Leaf {
     Stage,
     OffCpu(StackKey),
     OnCpu(StackKey),
+    /// Waiting on one of the server's outbound connections.
+    Waiting(Target, Wait),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -206,9 +241,14 @@ impl Stats {
         *route.outcomes.entry(outcome_name(request.outcome)).or_default() += 1;
 
         let explained = self.fold(&origin.comm, route_id, &request, attribution);
-        self.routes[route_id as usize].1.handler_explained_us += explained;
+        let causes = causes(origin.pid, attribution);
+        let route = &mut self.routes[route_id as usize].1;
+        route.handler_explained_us += explained;
+        for &(cause, us) in &causes {
+            let key = if route.causes.len() < ROUTE_CAUSES || route.causes.contains_key(&cause) { cause } else { Cause::OTHER };
+            *route.causes.entry(key).or_default() += us;
+        }
         if self.would_keep(request.total_ns()) {
-            let causes = causes(attribution);
             let route = self.routes[route_id as usize].0.clone();
             self.keep_slow(SlowRequest { route, origin, request, causes });
         }
@@ -232,6 +272,10 @@ impl Stats {
             let key = StackKey { tgid: s.tgid, user_stack: s.user_stack, kernel_stack: s.kernel_stack, _pad: 0 };
             add(Stage::Handler, Leaf::OnCpu(key), self.sample_us);
             explained += self.sample_us;
+        }
+        for (target, wait, ns) in waits_not_blocked_on(attribution) {
+            add(Stage::Handler, Leaf::Waiting(target, wait), us(ns));
+            explained += us(ns);
         }
         let handler = us(request.stages.get(Stage::Handler));
         for stage in Stage::LATENCY {
@@ -291,12 +335,21 @@ impl Stats {
     }
 }
 
+/// Waits on outbound connections whose target the serving threads were not
+/// seen blocked on (a thread-per-connection server's blocks say it already).
+fn waits_not_blocked_on(attribution: &Attribution) -> impl Iterator<Item = (Target, Wait, u64)> + '_ {
+    attribution.waits.iter().copied().filter(|(target, _, _)| !attribution.off.iter().any(|(o, _)| o.target == *target))
+}
+
 /// Blocked time by cause, largest first.
-fn causes(attribution: &Attribution) -> Vec<(Cause, u64)> {
+fn causes(pid: u32, attribution: &Attribution) -> Vec<(Cause, u64)> {
     let mut by: FxHashMap<Cause, u64> = FxHashMap::default();
     for (off, ns) in &attribution.off {
         let cause = Cause { tgid: off.tgid, syscall: off.syscall, target: off.target, user_stack: off.user_stack };
         *by.entry(cause).or_default() += us(*ns);
+    }
+    for (target, wait, ns) in waits_not_blocked_on(attribution) {
+        *by.entry(Cause::wait(pid, target, wait)).or_default() += us(ns);
     }
     let mut v: Vec<(Cause, u64)> = by.into_iter().collect();
     v.sort_by_key(|&(_, us)| Reverse(us));
@@ -397,7 +450,7 @@ mod tests {
             waker_tgid: 0,
         };
         let sample = Sample { ts: 0, tgid: 1, user_stack: 6, kernel_stack: -1 };
-        let attribution = Attribution { off: vec![(off, 60_000_000)], samples: vec![sample, sample] };
+        let attribution = Attribution { off: vec![(off, 60_000_000)], samples: vec![sample, sample], waits: Vec::new() };
         s.record(req("/a", 100), origin(), &attribution);
         let key = |leaf| ChainKey { comm: Rc::from("srv"), route: 0, stage: Stage::Handler, leaf };
         let off_key = StackKey { tgid: 1, user_stack: 4, kernel_stack: 5, _pad: 0 };
@@ -408,5 +461,29 @@ mod tests {
         assert!((route(&s, "/a").explained_pct() - 80.0).abs() < 0.01);
         let slow = s.slowest();
         assert_eq!(slow[0].causes, vec![(Cause { tgid: 1, syscall: 230, target: Target::None, user_stack: 4 }, 60_000)]);
+        assert_eq!(route(&s, "/a").top_causes(1), slow[0].causes);
+    }
+
+    #[test]
+    fn outbound_waits_explain_what_thread_blocks_do_not() {
+        let mut s = Stats::new(0);
+        let down: Target = Target::Outbound("127.0.0.1:9001".parse().expect("addr"));
+        let dns: Target = Target::Dns("127.0.0.77:53".parse().expect("addr"));
+        let off = OffCpu { start: 0, end: 0, tgid: 1, user_stack: 4, kernel_stack: 5, syscall: 45, target: down, waker_tgid: 0 };
+        // The serving thread blocked on the downstream (counted once), and a
+        // DNS wait came from elsewhere (another thread, a goroutine).
+        let attribution = Attribution {
+            off: vec![(off, 50_000_000)],
+            samples: Vec::new(),
+            waits: vec![(down, Wait::Response, 50_000_000), (dns, Wait::Response, 30_000_000)],
+        };
+        s.record(req("/api", 100), origin(), &attribution);
+        let causes = &s.slowest()[0].causes;
+        assert_eq!(causes.len(), 2, "{causes:?}");
+        assert_eq!(causes[0], (Cause { tgid: 1, syscall: 45, target: down, user_stack: 4 }, 50_000));
+        assert_eq!(causes[1], (Cause { tgid: 1, syscall: Cause::WAIT_RESPONSE, target: dns, user_stack: -1 }, 30_000));
+        assert!((route(&s, "/api").explained_pct() - 80.0).abs() < 0.01);
+        let key = ChainKey { comm: Rc::from("srv"), route: 0, stage: Stage::Handler, leaf: Leaf::Waiting(dns, Wait::Response) };
+        assert_eq!(s.folded[&key], 30_000);
     }
 }

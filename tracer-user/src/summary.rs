@@ -34,6 +34,9 @@ pub fn render(report: &Report) -> String {
     for w in &report.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
+    if let Some(d) = &report.diagnosis {
+        let _ = writeln!(out, "\ndiagnosis: {}", d.text);
+    }
     if report.routes.is_empty() {
         let _ = writeln!(out, "\nno requests seen");
         return out;

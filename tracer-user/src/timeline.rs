@@ -57,6 +57,8 @@ pub struct Attribution {
     /// Off-CPU intervals, clipped to the window: (interval, ns inside).
     pub off: Vec<(OffCpu, u64)>,
     pub samples: Vec<Sample>,
+    /// Waits on the server's own outbound connections inside the window (ns).
+    pub waits: Vec<(Target, crate::exchanges::Wait, u64)>,
 }
 
 #[derive(Default)]
