@@ -4,6 +4,7 @@
 //! Used by the integration tests (`scenarios/tests`) and by `cargo xtask`.
 
 pub mod catalog;
+pub mod drivers;
 pub mod harness;
 pub mod load;
 pub mod report;

@@ -17,8 +17,6 @@ use crate::timeline::Target;
 const KEEP: usize = 65_536;
 /// Exchanges older than this (relative to the newest) are forgotten.
 const HORIZON_NS: u64 = 15 * 60 * 1_000_000_000;
-/// Exchanges started this close together are parallel (A and AAAA lookups).
-const PARALLEL_NS: u64 = 2_000_000;
 
 /// What was awaited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,6 +33,8 @@ pub struct Exchange {
     pub end: u64,
     pub target: Target,
     pub wait: Wait,
+    /// The socket: one HTTP/1.x connection serves one request at a time.
+    sk: u64,
     claimed: bool,
 }
 
@@ -85,7 +85,7 @@ impl Exchanges {
         if let Some((start, wait)) = done {
             let (pid, target) = (s.pid, s.target);
             let q = self.per_pid.entry(pid).or_default();
-            q.push_back(Exchange { start, end: ts, target, wait, claimed: false });
+            q.push_back(Exchange { start, end: ts, target, wait, sk, claimed: false });
             while q.len() > KEEP || q.front().is_some_and(|e| ts.saturating_sub(e.end) > HORIZON_NS) {
                 q.pop_front();
             }
@@ -93,33 +93,63 @@ impl Exchanges {
     }
 
     /// Claims for a request of `pid` whose handler ran from `from` to `to`
-    /// the exchanges that fall inside it: a chain of consecutive ones from
-    /// the start of the handler (exchanges of concurrent requests interleave,
-    /// but each request's own follow each other), with parallel siblings.
+    /// the exchanges it waited on.
+    ///
+    /// Connections serve one request at a time, and a request's own calls
+    /// follow one another while concurrent requests' interleave: from the
+    /// handler's start, take the next unclaimed exchange, with every later
+    /// one on its socket (connect, TLS handshake, request and answer), and
+    /// continue from where they end. DNS lookups are shared (Go's resolver
+    /// merges concurrent lookups of a name): their time counts for every
+    /// request that was not busy with a call of its own meanwhile.
     /// Returns the time waited per (target, kind), overlaps counted once.
     pub fn claim(&mut self, pid: u32, from: u64, to: u64) -> Vec<(Target, Wait, u64)> {
         let Some(q) = self.per_pid.get_mut(&pid) else { return Vec::new() };
-        let mut cursor = from;
-        let mut claimed: Vec<Exchange> = Vec::new();
-        // Time order holds: exchanges are pushed as they complete, and a
-        // request's window only reaches back a little.
+        let is_dns = |e: &Exchange| matches!(e.target, Target::Dns(_));
         let mut candidates: Vec<usize> =
-            (0..q.len()).filter(|&i| !q[i].claimed && q[i].start >= from && q[i].end <= to).collect();
+            (0..q.len()).filter(|&i| !q[i].claimed && !is_dns(&q[i]) && q[i].start >= from && q[i].end <= to).collect();
         candidates.sort_by_key(|&i| q[i].start);
-        for i in candidates {
-            let e = q[i];
-            // Lookups go out in parallel (A and AAAA); concurrent requests'
-            // calls to one downstream do too, and are not siblings.
-            let sibling = matches!(e.target, Target::Dns(_))
-                && claimed.iter().any(|c| c.target == e.target && e.start.abs_diff(c.start) <= PARALLEL_NS);
-            if e.start >= cursor || sibling {
+        let mut claimed: Vec<Exchange> = Vec::new();
+        let mut cursor = from;
+        while let Some(&step) = candidates.iter().find(|&&i| !q[i].claimed && q[i].start >= cursor) {
+            let sk = q[step].sk;
+            let take: Vec<usize> = candidates.iter().copied().filter(|&i| !q[i].claimed && (i == step || q[i].sk == sk)).collect();
+            for i in take {
                 q[i].claimed = true;
-                cursor = cursor.max(e.end);
-                claimed.push(e);
+                cursor = cursor.max(q[i].end);
+                claimed.push(q[i]);
+            }
+        }
+        // Lookups, clipped to the window and to the time the request's own
+        // calls leave free.
+        let mut busy: Vec<(u64, u64)> = claimed.iter().map(|e| (e.start, e.end)).collect();
+        busy.sort_unstable();
+        for e in q.iter().filter(|e| is_dns(e) && e.end > from && e.start < to) {
+            for (start, end) in free_parts(e.start.max(from), e.end.min(to), &busy) {
+                claimed.push(Exchange { start, end, ..*e });
             }
         }
         union_by_target(&claimed)
     }
+}
+
+/// The parts of `[start, end)` outside the sorted `busy` intervals.
+fn free_parts(start: u64, end: u64, busy: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for &(s, e) in busy {
+        if e <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            out.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
 }
 
 /// Waited time per (target, kind), with overlapping exchanges counted once.
@@ -217,6 +247,68 @@ mod tests {
         // The first request to finish takes one call, not both.
         assert_eq!(x.claim(1, 0, 303 * MS), vec![(target(9001), Wait::Response, 300 * MS)]);
         assert_eq!(x.claim(1, MS, 304 * MS).len(), 1);
+    }
+
+    #[test]
+    fn concurrent_lookups_and_calls_stay_with_their_requests() {
+        let mut x = Exchanges::default();
+        let dns = Target::Dns("127.0.0.77:53".parse().expect("addr"));
+        // Two requests, 0.3 ms apart: each looks up A and AAAA (100 ms), then
+        // connects, shakes hands over TLS and calls (150 ms) on its own socket.
+        for (r, base) in [(0u64, 0u64), (1, 300_000)] {
+            let (a, aaaa, tls) = (0x10 + r * 3, 0x11 + r * 3, 0x12 + r * 3);
+            x.open(1, a, dns, base, false);
+            x.open(1, aaaa, dns, base, false);
+            x.io(a, false, base + 10_000);
+            x.io(aaaa, false, base + 20_000);
+            x.io(a, true, base + 100 * MS);
+            x.io(aaaa, true, base + 100 * MS + 50_000);
+            x.open(1, tls, target(9443), base + 101 * MS, true);
+            x.io(tls, false, base + 102 * MS); // ClientHello
+            x.io(tls, true, base + 103 * MS); // ServerHello
+            x.io(tls, false, base + 104 * MS); // request
+            x.io(tls, true, base + 254 * MS); // answer
+        }
+        for (from, to) in [(0, 256 * MS), (300_000, 257 * MS)] {
+            let got = x.claim(1, from, to);
+            let of = |t: Target, w: Wait| got.iter().find(|g| g.0 == t && g.1 == w).map_or(0, |g| g.2);
+            assert!(of(dns, Wait::Response) >= 99 * MS && of(dns, Wait::Response) <= 101 * MS, "{got:?}");
+            assert_eq!(of(target(9443), Wait::Connect), MS);
+            assert_eq!(of(target(9443), Wait::Response), 151 * MS);
+        }
+    }
+
+    #[test]
+    fn a_lookup_shared_by_two_requests_counts_for_both() {
+        let mut x = Exchanges::default();
+        let dns = Target::Dns("127.0.0.77:53".parse().expect("addr"));
+        // One lookup (A and AAAA) serves two requests that started together;
+        // each then makes its own call.
+        x.open(1, 0x1, dns, 0, false);
+        x.open(1, 0x2, dns, 0, false);
+        x.io(0x1, false, MS);
+        x.io(0x2, false, MS);
+        x.io(0x1, true, 101 * MS);
+        x.io(0x2, true, 101 * MS);
+        for (sk, start) in [(0xa, 102), (0xb, 103)] {
+            x.open(1, sk, target(9443), start * MS, false);
+            x.io(sk, false, start * MS);
+            x.io(sk, true, (start + 150) * MS);
+        }
+        let first = x.claim(1, MS / 2, 255 * MS);
+        let second = x.claim(1, MS / 2 + 100_000, 256 * MS);
+        for got in [first, second] {
+            let of = |t: Target| got.iter().find(|g| g.0 == t).map_or(0, |g| g.2);
+            assert!(of(dns) >= 99 * MS, "{got:?}");
+            assert_eq!(of(target(9443)), 150 * MS);
+        }
+    }
+
+    #[test]
+    fn free_parts_of_a_window() {
+        assert_eq!(free_parts(0, 10, &[(2, 4), (6, 7)]), vec![(0, 2), (4, 6), (7, 10)]);
+        assert_eq!(free_parts(3, 5, &[(0, 10)]), vec![]);
+        assert_eq!(free_parts(0, 10, &[]), vec![(0, 10)]);
     }
 
     #[test]

@@ -87,9 +87,10 @@ pub struct RouteReport {
     pub statuses: BTreeMap<String, u64>,
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Share of handler time that the serving threads' on-CPU samples and
-    /// off-CPU blocks explain. Threads that hand requests around (Go's
-    /// goroutines, event loops) leave part of it unexplained.
+    /// off-CPU blocks, and the waits on outbound connections, explain.
     pub explained_pct: Option<f64>,
+    /// What the handlers waited on, largest first, in µs per request.
+    pub blocked_on: Vec<Blocked>,
 }
 
 #[derive(Serialize)]
@@ -171,7 +172,15 @@ fn wall(meta: &Meta, mono_ns: u64) -> String {
     rfc3339(t)
 }
 
-fn route_report(key: &crate::stats::RouteKey, r: &RouteStats, sampling: Sampling) -> RouteReport {
+/// Causes listed per route.
+const ROUTE_CAUSES_SHOWN: usize = 5;
+
+fn route_report(
+    key: &crate::stats::RouteKey,
+    r: &RouteStats,
+    sampling: Sampling,
+    name: &mut dyn FnMut(&Cause) -> String,
+) -> RouteReport {
     let stages = Stage::ALL
         .iter()
         .map(|&s| {
@@ -190,6 +199,11 @@ fn route_report(key: &crate::stats::RouteKey, r: &RouteStats, sampling: Sampling
         statuses: r.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         outcomes: r.outcomes.clone(),
         explained_pct: (sampling.freq_hz > 0 || sampling.off_cpu).then(|| (r.explained_pct() * 10.0).round() / 10.0),
+        blocked_on: r
+            .top_causes(ROUTE_CAUSES_SHOWN)
+            .iter()
+            .map(|(c, us)| Blocked { what: name(c), us: us / r.count.max(1) })
+            .collect(),
     }
 }
 
@@ -215,7 +229,7 @@ fn slow_report(meta: &Meta, s: &SlowRequest, name: &mut dyn FnMut(&Cause) -> Str
 /// The report; `name` says what a cause was (it needs the symbolized stacks).
 pub fn build(collector: &Collector, meta: Meta, name: &mut dyn FnMut(&Cause) -> String) -> Report {
     let stats = &collector.stats;
-    let mut routes: Vec<RouteReport> = stats.routes.iter().map(|(k, r)| route_report(k, r, meta.sampling)).collect();
+    let mut routes: Vec<RouteReport> = stats.routes.iter().map(|(k, r)| route_report(k, r, meta.sampling, name)).collect();
     routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.method, &a.path).cmp(&(&b.method, &b.path))));
     let slowest = stats.slowest().into_iter().map(|s| slow_report(&meta, s, name)).collect();
     let listeners = collector

@@ -16,7 +16,6 @@ use tokio::{
 };
 
 use crate::{
-    causes,
     collector::Collector,
     facts,
     events, outputs, preflight,
@@ -169,10 +168,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         diagnosis: facts::diagnosis(&collector, &mut stacks),
         warnings,
     };
-    let report = report::build(&collector, meta, &mut |cause| {
-        let leaf = stacks.user_leaf(cause.tgid, cause.user_stack);
-        causes::describe(cause, leaf.as_deref())
-    });
+    let report = report::build(&collector, meta, &mut |cause| facts::Names::cause(&mut stacks, cause));
     let dir = output_dir(settings.out, started)?;
     let written = outputs::write(&dir, &report, &collector, &mut stacks, &traced, &oncpu, &offcpu_us)?;
     print!("{}", summary::render(&report));

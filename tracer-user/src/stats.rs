@@ -335,10 +335,14 @@ impl Stats {
     }
 }
 
-/// Waits on outbound connections whose target the serving threads were not
-/// seen blocked on (a thread-per-connection server's blocks say it already).
+/// Waits on outbound connections that the serving threads' blocks do not
+/// already account for (a thread-per-connection server blocks its thread on
+/// the call: that is the same time, seen twice).
 fn waits_not_blocked_on(attribution: &Attribution) -> impl Iterator<Item = (Target, Wait, u64)> + '_ {
-    attribution.waits.iter().copied().filter(|(target, _, _)| !attribution.off.iter().any(|(o, _)| o.target == *target))
+    attribution.waits.iter().copied().filter(|(target, _, ns)| {
+        let blocked: u64 = attribution.off.iter().filter(|(o, _)| o.target == *target).map(|(_, ns)| ns).sum();
+        blocked * 2 < *ns
+    })
 }
 
 /// Blocked time by cause, largest first.

@@ -1,28 +1,29 @@
-//! The main job on a built-in default: start a bundled server, put load on
-//! it, trace it, and show the chain and the flame graphs.
+//! The main job on a built-in default: run a bundled scenario — its servers,
+//! its load, the tracer on the server — and show the chain, the diagnosis
+//! and the flame graphs.
 
-use std::process::Command;
+use anyhow::{Result, bail};
+use scenarios::{catalog, workspace_root};
 
-use anyhow::{Context, Result};
-use scenarios::{Server, TracerRun, free_port, go_binary, load::hey, workspace_root};
+/// The scenario `cargo xtask demo` runs: the seed's first case.
+pub const DEFAULT: &str = "downstream-no-timeout";
 
-pub fn run() -> Result<()> {
-    let bin = go_binary("basic")?;
-    let port = free_port()?;
-    let mut cmd = Command::new(bin);
-    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
-    let server = Server::start(cmd, port)?;
-    let out = workspace_root().join("target/demo");
-    eprintln!("xtask: tracing scenarios/basic (pid {}) while hey puts load on it", server.pid());
-    let tracer = TracerRun::record(&[server.pid()], &out, &[])?;
-    for (path, n, c) in [("/sleep/20", 100, 5), ("/sleep/200", 20, 5), ("/stream", 10, 2), ("/fast", 2000, 10)] {
-        hey(&server.url(path), n, c).with_context(|| format!("load on {path}"))?;
+pub fn run(name: &str) -> Result<()> {
+    if !crate::sh::is_root() {
+        bail!("tracing loads eBPF programs: run as root");
     }
-    let done = tracer.stop()?;
-    if !done.status.success() {
-        anyhow::bail!("tracer failed: {}", done.stderr);
+    let out = workspace_root().join("target/scenario-runs").join(name);
+    let expected = catalog::expected(name)?;
+    eprintln!("xtask: scenario {name}: {}", expected.summary);
+    let outcome = catalog::run(name, &out)?;
+    println!("{}", outcome.output.stdout);
+    println!("\nexpected: {} dominates {}", expected.stage, expected.route);
+    print!("{}", outcome.render_checks());
+    let files = ["chains.svg", "oncpu.svg", "offcpu.svg"].map(|f| outcome.output.out.join(f).display().to_string());
+    println!("\nflame graphs (open in a browser):\n  {}", files.join("\n  "));
+    if !outcome.passed() {
+        bail!("scenario {name}: the diagnosis does not match the expected one");
     }
-    println!("{}", done.stdout);
-    println!("open {} in a browser for the chain flame graph", done.out.join("chains.svg").display());
+    println!("\nscenario {name}: diagnosis matches the expected one");
     Ok(())
 }

@@ -28,6 +28,11 @@ enum Task {
     },
     /// Trace a bundled scenario under load and show its chain and flame graphs.
     Demo,
+    /// Run one scenario (or list them): servers, load, trace, diagnosis,
+    /// and whether the diagnosis matches the expected one.
+    Scenario {
+        name: Option<String>,
+    },
     /// Measure what tracing costs a saturated server, against bpftrace and perf.
     Bench {
         /// Rounds; each runs every configuration once.
@@ -46,7 +51,18 @@ fn main() -> Result<()> {
         Task::Test { filter } => test(filter),
         Task::Demo => {
             build()?;
-            demo::run()
+            demo::run(demo::DEFAULT)
+        }
+        Task::Scenario { name: None } => {
+            for name in scenarios::catalog::SCENARIOS {
+                let e = scenarios::catalog::expected(name)?;
+                println!("{name:<24} {}", e.summary);
+            }
+            Ok(())
+        }
+        Task::Scenario { name: Some(name) } => {
+            build()?;
+            demo::run(&name)
         }
         Task::Bench { rounds, seconds } => {
             build()?;
