@@ -88,3 +88,47 @@ fn read_status(s: &mut TcpStream) -> Result<bool> {
     }
     Ok(head.starts_with(b"HTTP/1.1 200"))
 }
+
+/// Connections held open after one request each: a server's idle keep-alive
+/// clients. Dropping it closes them.
+pub struct HeldConnections {
+    pub streams: Vec<TcpStream>,
+}
+
+/// Opens `n` keep-alive connections to `path`, one request each, and keeps
+/// them open. Raises this process's open-files limit as needed.
+pub fn hold_connections(port: u16, path: &str, n: usize) -> Result<HeldConnections> {
+    raise_nofile(n as u64 + 1024)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect")?;
+        s.write_all(request.as_bytes())?;
+        streams.push(s);
+    }
+    // Responses are read after all are sent, so the server holds them all at once.
+    for s in &mut streams {
+        if !read_status(s)? {
+            bail!("a held connection got no 200");
+        }
+    }
+    Ok(HeldConnections { streams })
+}
+
+fn raise_nofile(want: u64) -> Result<()> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= want {
+        return Ok(());
+    }
+    lim.rlim_cur = want.max(lim.rlim_cur);
+    lim.rlim_max = lim.rlim_max.max(want);
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        bail!("cannot raise the open-files limit to {want}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}

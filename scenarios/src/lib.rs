@@ -8,5 +8,6 @@ pub mod drivers;
 pub mod harness;
 pub mod load;
 pub mod report;
+pub mod scale;
 
 pub use harness::{Server, TracerRun, free_port, go_binary, tracer_bin, workspace_root};

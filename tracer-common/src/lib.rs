@@ -35,6 +35,15 @@ pub mod kind {
     pub const OFF_CPU: u8 = 10;
 }
 
+/// Values of the traced-process table.
+pub mod traced {
+    pub const NO: u8 = 0;
+    pub const YES: u8 = 1;
+    /// A Go program: its scheduler parks idle threads in futex, epoll and
+    /// nanosleep, blocks that say nothing about requests and are skipped.
+    pub const GO: u8 = 2;
+}
+
 /// Direction of an I/O syscall.
 pub mod dir {
     pub const READ: u8 = 1;

@@ -16,7 +16,7 @@ use crate::{
     listen,
     maps::{LAYOUT, LISTEN_PORTS, LISTENERS, OFFSETS, SOCKS, TRACED, setting},
     sock,
-    util::{arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now, traced_current},
+    util::{arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now, traced_current, traced_kind},
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -182,7 +182,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if child == tid || child == tgid {
         return 0;
     }
-    let _ = TRACED.set(child, &1, 0);
+    let _ = TRACED.set(child, &traced_kind(tgid), 0);
     emit(&ForkEvent { hdr: header(kind::FORK, tgid, tid, now()), child_pid: child, _pad: 0 });
     0
 }

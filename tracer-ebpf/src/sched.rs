@@ -10,11 +10,13 @@ use aya_ebpf::{
     macros::{btf_tracepoint, perf_event},
     programs::{BtfTracePointContext, PerfEventContext, tracing::StackIdContext},
 };
-use tracer_common::{BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter, kind};
+use tracer_common::{
+    BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter, kind, traced,
+};
 
 use crate::{
     maps::{BLOCKED_WRITE, MIN_BLOCK_NS, OFF_CPU_ENABLED, OFFCPU_START, OFFCPU_US, OFFSETS, ONCPU_COUNTS, STACKS, setting},
-    util::{add, count, current_syscall, emit, header, is_traced, load_field, now, traced_current},
+    util::{add, count, current_syscall, emit, header, is_traced, load_field, now, traced_current, traced_kind},
 };
 
 /// Syscalls whose first argument is the fd waited on (x86_64 numbers).
@@ -74,10 +76,19 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Syscalls in which Go's scheduler parks idle threads: futex, epoll_wait,
+/// epoll_pwait, epoll_pwait2, nanosleep, sched_yield.
+const GO_PARKING: [i64; 6] = [202, 232, 281, 441, 35, 24];
+
 /// The current thread blocks: remember when, where, and in which syscall.
 #[inline(always)]
 fn block(ctx: &BtfTracePointContext, tgid: u32, tid: u32, ts: u64) {
     let (syscall, fd) = blocking_syscall();
+    // Most of a Go program's blocks, and none that a request waits in: not
+    // worth their stacks.
+    if contains(&GO_PARKING, syscall) && traced_kind(tgid) == traced::GO {
+        return;
+    }
     if fd >= 0 && contains(&WRITE_SYSCALLS, syscall) {
         note_blocked_write(tid, fd, ts);
     }

@@ -6,7 +6,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
     maps::PerCpuHashMap,
 };
-use tracer_common::{EventHeader, KernelOffsets, counter};
+use tracer_common::{EventHeader, KernelOffsets, counter, traced};
 
 use crate::maps::{COUNTERS, EVENTS, LISTEN_PORTS, OFFSETS, TRACED, WAKEUP_BYTES, setting};
 
@@ -34,7 +34,13 @@ pub fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) {
 
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
-    TRACED.get(tgid).is_some_and(|v| *v != 0)
+    traced_kind(tgid) != traced::NO
+}
+
+/// The traced-process table's value for `tgid` (`tracer_common::traced`).
+#[inline(always)]
+pub fn traced_kind(tgid: u32) -> u8 {
+    TRACED.get(tgid).copied().unwrap_or(traced::NO)
 }
 
 #[inline(always)]

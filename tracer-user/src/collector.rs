@@ -311,6 +311,25 @@ impl Collector {
         self.stats.record(req, Origin { pid, comm, peer }, &attribution);
     }
 
+    /// Gives back the memory of tables that emptied since their peak (many
+    /// connections held open, then closed). Returns whether any shrank.
+    pub fn compact(&mut self) -> bool {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut FxHashMap<K, V>) -> bool {
+            let big = m.capacity() > 1024 && m.len() * 4 < m.capacity();
+            if big {
+                m.shrink_to_fit();
+            }
+            big
+        }
+        let shrunk = [shrink(&mut self.conns), shrink(&mut self.fds), shrink(&mut self.accepts), shrink(&mut self.handshakes)];
+        shrunk.iter().any(|&s| s) | self.exchanges.compact()
+    }
+
+    /// Forgets what no request can still need (threads idle for minutes).
+    pub fn sweep(&mut self, now: u64) {
+        self.timeline.sweep(now);
+    }
+
     /// Tracing stopped at `ts`: settle every connection's request in progress.
     pub fn finish_all(&mut self, ts: u64) {
         let conns: Vec<_> = self.conns.drain().collect();

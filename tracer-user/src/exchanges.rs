@@ -61,6 +61,15 @@ impl Exchanges {
         self.sockets.insert(sk, Socket { pid, target, sent: None, connecting: connecting.then_some(ts) });
     }
 
+    /// Shrinks the socket table if it emptied since its peak.
+    pub fn compact(&mut self) -> bool {
+        let big = self.sockets.capacity() > 1024 && self.sockets.len() * 4 < self.sockets.capacity();
+        if big {
+            self.sockets.shrink_to_fit();
+        }
+        big
+    }
+
     pub fn close(&mut self, sk: u64) {
         self.sockets.remove(&sk);
     }

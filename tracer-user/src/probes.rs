@@ -229,8 +229,10 @@ impl Probes {
         drop(ebpf);
     }
 
-    pub fn trace(&mut self, tgid: u32) -> Result<()> {
-        self.traced.set(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the traced set"))
+    /// Traces `tgid`; `go` for Go programs, whose idle thread parking is skipped.
+    pub fn trace(&mut self, tgid: u32, go: bool) -> Result<()> {
+        let kind = if go { tracer_common::traced::GO } else { tracer_common::traced::YES };
+        self.traced.set(tgid, kind, 0).with_context(|| format!("adding pid {tgid} to the traced set"))
     }
 
     pub fn untrace(&mut self, tgid: u32) {

@@ -182,10 +182,10 @@ impl Run {
             return Ok(());
         }
         // Traced first, then scanned: nothing that happens in between is missed.
-        self.probes.trace(pid)?;
+        let go = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| crate::runtime::is_go(&exe));
+        self.probes.trace(pid, go)?;
         self.stacks.watch(pid);
         let comm = procfs::comm(pid).unwrap_or_else(|_| pid.to_string());
-        let go = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| crate::runtime::is_go(&exe));
         self.collector.add_process(pid, &comm, go);
         // Connections already open are recognised by their local port at first use.
         for port in procfs::listeners(pid) {
@@ -236,6 +236,11 @@ impl Run {
     /// every traced process is gone.
     fn check(&mut self) -> Result<bool> {
         self.adopt_forks()?;
+        self.collector.sweep(monotonic_ns());
+        if self.collector.compact() {
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+        }
         self.stacks.note_all(self.collector.new_stacks.drain(..));
         self.stacks.resolve_pending();
         if let Some(c) = self.child.as_mut() {

@@ -5,11 +5,13 @@ use std::{collections::VecDeque, net::SocketAddr};
 
 use rustc_hash::FxHashMap;
 
-/// Entries kept per thread: enough for any handler window that is still
-/// open, bounded so that a thread outliving every request cannot grow.
-const KEEP_PER_THREAD: usize = 4096;
-/// Entries older than this (relative to the newest) are forgotten.
-const HORIZON_NS: u64 = 15 * 60 * 1_000_000_000;
+/// Entries kept per thread, bounded so that a thread outliving every
+/// request cannot grow: at 99 Hz, ten seconds of samples of a thread that
+/// never stops running, and that many blocks of at least the minimum.
+const KEEP_PER_THREAD: usize = 1024;
+/// Entries older than this (relative to the newest) are forgotten: a
+/// handler that runs longer loses the attribution of its first minutes.
+const HORIZON_NS: u64 = 5 * 60 * 1_000_000_000;
 
 /// What a blocked thread was waiting on, as far as the kernel showed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,6 +87,22 @@ impl Timeline {
         trim(&mut log.samples, s.ts, |s| s.ts);
     }
 
+    /// Forgets threads with nothing newer than the horizon before `now`, and
+    /// gives back the room of emptied logs.
+    pub fn sweep(&mut self, now: u64) {
+        let recent = |ts: Option<u64>| ts.is_some_and(|t| now.saturating_sub(t) < HORIZON_NS);
+        self.threads.retain(|_, log| recent(log.off.back().map(|o| o.end)) || recent(log.samples.back().map(|s| s.ts)));
+        for log in self.threads.values_mut() {
+            trim(&mut log.off, now, |o| o.end);
+            trim(&mut log.samples, now, |s| s.ts);
+            log.off.shrink_to(KEEP_PER_THREAD / 4);
+            log.samples.shrink_to(KEEP_PER_THREAD / 4);
+        }
+        if self.threads.capacity() > 1024 && self.threads.len() * 4 < self.threads.capacity() {
+            self.threads.shrink_to_fit();
+        }
+    }
+
     /// What `tids` did between `from` and `to`.
     pub fn within(&self, tids: &[u32], from: u64, to: u64) -> Attribution {
         let mut out = Attribution::default();
@@ -143,6 +161,16 @@ mod tests {
         assert_eq!(t.within(&[7, 7], 10, 30).samples.len(), 3);
         assert!(t.within(&[9], 0, 100).samples.is_empty());
         assert!(t.within(&[7], 30, 30).samples.is_empty());
+    }
+
+    #[test]
+    fn idle_threads_are_forgotten() {
+        let mut t = Timeline::default();
+        t.push_sample(1, sample(10));
+        t.push_sample(2, sample(HORIZON_NS + 100));
+        t.sweep(HORIZON_NS + 200);
+        assert!(t.within(&[1], 0, u64::MAX).samples.is_empty());
+        assert_eq!(t.within(&[2], 0, u64::MAX).samples.len(), 1);
     }
 
     #[test]

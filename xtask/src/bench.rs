@@ -63,7 +63,16 @@ struct Run {
     drops: Option<u64>,
 }
 
-pub fn run(rounds: usize, seconds: u32) -> Result<()> {
+pub struct Plan {
+    pub rounds: usize,
+    pub seconds: u32,
+    /// The scale run: connections held open, and opened and closed.
+    pub held: u64,
+    pub churn: u64,
+}
+
+pub fn run(plan: Plan) -> Result<()> {
+    let Plan { rounds, seconds, held, churn } = plan;
     let bin = go_binary("basic")?;
     let port = free_port()?;
     let mut cmd = Command::new(bin);
@@ -73,8 +82,10 @@ pub fn run(rounds: usize, seconds: u32) -> Result<()> {
     let out_dir = workspace_root().join("target/bench");
     fs::create_dir_all(&out_dir)?;
 
-    eprintln!("bench: warming up");
-    wrk_latency(&url, WRK_THREADS, WRK_CONNECTIONS, 3)?;
+    if rounds > 0 {
+        eprintln!("bench: warming up");
+        wrk_latency(&url, WRK_THREADS, WRK_CONNECTIONS, 3)?;
+    }
     let mut results: Vec<(Config, Vec<Run>)> = Config::ALL.iter().map(|&c| (c, Vec::new())).collect();
     for round in 0..rounds {
         for i in 0..Config::ALL.len() {
@@ -87,9 +98,37 @@ pub fn run(rounds: usize, seconds: u32) -> Result<()> {
             }
         }
     }
-    let (json, md) = summarize(&results, rounds, seconds);
+    drop(server);
     let dir = workspace_root().join("bench");
     fs::create_dir_all(&dir)?;
+    let (mut json, mut md) = if rounds > 0 {
+        summarize(&results, rounds, seconds)
+    } else {
+        let old = fs::read_to_string(dir.join("results.json")).ok().and_then(|s| serde_json::from_str(&s).ok());
+        let old_md = fs::read_to_string(dir.join("results.md")).unwrap_or_default();
+        let old_md = old_md.split("\n### Scale").next().unwrap_or("").trim_end().to_string() + "\n";
+        (old.unwrap_or_else(|| json!({})), old_md)
+    };
+    eprintln!("bench: scale run, {held} connections held open, {churn} opened and closed");
+    let scale = scenarios::scale::run(held, churn, churn / 10, &out_dir.join("scale"))?;
+    let _ = writeln!(md, "\n### Scale\n");
+    let _ = writeln!(md, "| held open | opened and closed | requests sent | counted | connections counted | open at once | drops | tracer RSS after warm-up | at the end | growth |");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| {} | {} | {} | {} | {} | {} | {} | {:.1} MB | {:.1} MB | {:+.1}% |",
+        scale.held,
+        scale.churned,
+        scale.requests_sent,
+        scale.requests_counted,
+        scale.connections_counted,
+        scale.connections_open_peak,
+        scale.dropped_events,
+        scale.rss_warm_kb as f64 / 1024.0,
+        scale.rss_end_kb as f64 / 1024.0,
+        scale.rss_growth_pct()
+    );
+    json["scale"] = serde_json::to_value(&scale)?;
     fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     fs::write(dir.join("results.md"), &md)?;
     println!("{md}");

@@ -41,6 +41,15 @@ enum Task {
         /// Seconds of load per run.
         #[arg(long, default_value_t = 5)]
         seconds: u32,
+        /// Keep-alive connections held open in the scale run.
+        #[arg(long, default_value_t = 10_000)]
+        held: u64,
+        /// Connections opened and closed in the scale run.
+        #[arg(long, default_value_t = 100_000)]
+        churn: u64,
+        /// Only the scale run.
+        #[arg(long)]
+        scale_only: bool,
     },
 }
 
@@ -64,12 +73,12 @@ fn main() -> Result<()> {
             build()?;
             demo::run(&name)
         }
-        Task::Bench { rounds, seconds } => {
+        Task::Bench { rounds, seconds, held, churn, scale_only } => {
             build()?;
             if !sh::is_root() {
                 anyhow::bail!("the bench loads eBPF programs: run cargo xtask bench as root");
             }
-            bench::run(rounds, seconds)
+            bench::run(bench::Plan { rounds: if scale_only { 0 } else { rounds }, seconds, held, churn })
         }
     }
 }
