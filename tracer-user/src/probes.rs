@@ -254,6 +254,25 @@ impl Probes {
         self.tables.take()
     }
 
+    /// What each program cost so far, when the kernel keeps count
+    /// (`sysctl kernel.bpf_stats_enabled=1`): (name, runs, ns in total).
+    pub fn program_costs(&self) -> Vec<(String, u64, u64)> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1");
+        if !enabled {
+            return Vec::new();
+        }
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let fd = p.fd().ok()?.as_fd().as_raw_fd();
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+                let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
+                Some((name.to_string(), field("run_cnt:")?, field("run_time_ns:")?))
+            })
+            .collect()
+    }
+
     pub fn counters(&self) -> Result<Counters> {
         let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
         Ok(Counters {

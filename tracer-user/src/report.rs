@@ -36,7 +36,19 @@ pub struct Report {
     pub netstat: Netstat,
     /// Most inbound connections open at once.
     pub connections_open_peak: usize,
+    /// What each kernel program cost, when the kernel kept count
+    /// (`sysctl kernel.bpf_stats_enabled=1` while tracing).
+    pub program_costs: Vec<ProgramCost>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct ProgramCost {
+    pub program: String,
+    pub runs_per_s: f64,
+    pub ns_per_run: f64,
+    /// CPU time in the program, in % of one core.
+    pub cpu_pct: f64,
 }
 
 #[derive(Serialize)]
@@ -159,6 +171,8 @@ pub struct Meta {
     pub listen_counters: Vec<(u16, tracer_common::ListenCounters)>,
     pub netstat: Netstat,
     pub diagnosis: Option<crate::diagnose::Diagnosis>,
+    /// (program, runs, ns) over the trace.
+    pub program_costs: Vec<(String, u64, u64)>,
     pub warnings: Vec<String>,
 }
 
@@ -277,6 +291,20 @@ pub fn build(collector: &Collector, meta: Meta, name: &mut dyn FnMut(&Cause) -> 
         listeners,
         netstat: meta.netstat,
         connections_open_peak: collector.open_peak,
+        program_costs: meta
+            .program_costs
+            .iter()
+            .filter(|(_, runs, _)| *runs > 0)
+            .map(|(name, runs, ns)| {
+                let secs = meta.duration_s.max(1e-9);
+                ProgramCost {
+                    program: name.clone(),
+                    runs_per_s: *runs as f64 / secs,
+                    ns_per_run: *ns as f64 / *runs as f64,
+                    cpu_pct: *ns as f64 / 1e9 / secs * 100.0,
+                }
+            })
+            .collect(),
         warnings: meta.warnings,
     }
 }

@@ -135,6 +135,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
     let duration_s = t0.elapsed().as_secs_f64();
     run.collector.finish_all(monotonic_ns());
     let counters = run.probes.counters()?;
+    let program_costs = run.probes.program_costs();
     let netstat_after = procfs::tcp_ext(netstat_pid);
     let delta = |name: &str| netstat_after.get(name).unwrap_or(&0).saturating_sub(*netstat_before.get(name).unwrap_or(&0));
     let netstat = report::Netstat { listen_overflows: delta("ListenOverflows"), listen_drops: delta("ListenDrops") };
@@ -166,6 +167,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         listen_counters,
         netstat,
         diagnosis: facts::diagnosis(&collector, &mut stacks),
+        program_costs,
         warnings,
     };
     let report = report::build(&collector, meta, &mut |cause| facts::Names::cause(&mut stacks, cause));

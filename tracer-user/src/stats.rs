@@ -52,25 +52,41 @@ impl RouteKey {
 const UNKNOWN_ROUTE: &str = "- -";
 
 /// Latency histogram in microseconds, 2 significant digits (1% resolution).
-pub struct Hist(Histogram<u32>);
+/// Zeros (most stages of most requests: no accept wait on a reused
+/// connection, a request read in one go) are only counted.
+pub struct Hist {
+    zeros: u64,
+    nonzero: Histogram<u32>,
+}
 
 impl Hist {
     fn new() -> Self {
         // Auto-resizing from a small range: memory follows the largest value seen.
-        Hist(Histogram::new(2).unwrap_or_else(|_| unreachable!("2 significant figures is valid")))
+        let nonzero = Histogram::new(2).unwrap_or_else(|_| unreachable!("2 significant figures is valid"));
+        Hist { zeros: 0, nonzero }
     }
 
     fn record(&mut self, us: u64) {
-        // Saturates at the counter's limit rather than failing.
-        let _ = self.0.record(us);
+        if us == 0 {
+            self.zeros += 1;
+        } else {
+            // Saturates at the counter's limit rather than failing.
+            let _ = self.nonzero.record(us);
+        }
     }
 
     pub fn quantile(&self, q: f64) -> u64 {
-        self.0.value_at_quantile(q)
+        let n = self.zeros + self.nonzero.len();
+        let rank = (q * n as f64).ceil() as u64;
+        if rank <= self.zeros || self.nonzero.is_empty() {
+            return 0;
+        }
+        let q_nonzero = (rank - self.zeros) as f64 / self.nonzero.len() as f64;
+        self.nonzero.value_at_quantile(q_nonzero.min(1.0))
     }
 
     pub fn max(&self) -> u64 {
-        self.0.max()
+        self.nonzero.max()
     }
 }
 
@@ -416,6 +432,25 @@ mod tests {
         assert!((98_000..=101_000).contains(&p99), "p99 {p99}");
         assert_eq!(a.stage(Stage::Handler).total_us, 5050 * 1000);
         assert_eq!(s.requests, 101);
+    }
+
+    #[test]
+    fn zeros_are_counted_in_quantiles() {
+        let mut h = Hist::new();
+        for _ in 0..60 {
+            h.record(0);
+        }
+        for v in 1..=40 {
+            h.record(v * 100);
+        }
+        assert_eq!(h.quantile(0.5), 0);
+        assert_eq!(h.quantile(0.6), 0);
+        let p80 = h.quantile(0.8);
+        assert!((1900..=2100).contains(&p80), "p80 {p80}");
+        let p99 = h.quantile(0.99);
+        assert!((3800..=4000).contains(&p99), "p99 {p99}");
+        assert!((4000..=4040).contains(&h.max()), "max {}", h.max());
+        assert_eq!(Hist::new().quantile(0.99), 0);
     }
 
     #[test]

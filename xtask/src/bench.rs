@@ -98,6 +98,7 @@ pub fn run(plan: Plan) -> Result<()> {
             }
         }
     }
+    let costs = if rounds > 0 { Some(event_costs(server.pid(), &url, seconds, &out_dir)?) } else { None };
     drop(server);
     let dir = workspace_root().join("bench");
     fs::create_dir_all(&dir)?;
@@ -109,6 +110,10 @@ pub fn run(plan: Plan) -> Result<()> {
         let old_md = old_md.split("\n### Scale").next().unwrap_or("").trim_end().to_string() + "\n";
         (old.unwrap_or_else(|| json!({})), old_md)
     };
+    if let Some((costs_md, costs_json)) = costs {
+        md.push_str(&costs_md);
+        json["per_event_cost"] = costs_json;
+    }
     eprintln!("bench: scale run, {held} connections held open, {churn} opened and closed");
     let scale = scenarios::scale::run(held, churn, churn / 10, &out_dir.join("scale"))?;
     let _ = writeln!(md, "\n### Scale\n");
@@ -185,6 +190,57 @@ fn measure(config: Config, pid: u32, url: &str, seconds: u32, out_dir: &Path) ->
             measure_tool(child, load)
         }
     }
+}
+
+/// One more tracer run with the kernel counting each program's runs and
+/// time (`kernel.bpf_stats_enabled`, which adds a little per run, so the
+/// throughput runs go without it): what each request costs, where.
+fn event_costs(pid: u32, url: &str, seconds: u32, out_dir: &Path) -> Result<(String, Value)> {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = fs::read_to_string(STATS).unwrap_or_else(|_| "0".into());
+    fs::write(STATS, "1").context("enabling kernel.bpf_stats_enabled")?;
+    let result = (|| -> Result<(WrkResult, f64, Value)> {
+        let tracer = TracerRun::record(&[pid], &out_dir.join("costs"), &[])?;
+        let (wrk, cpu) = with_cpu(tracer.pid(), || wrk_latency(url, WRK_THREADS, WRK_CONNECTIONS, seconds))?;
+        let done = tracer.stop()?;
+        Ok((wrk, cpu, done.report))
+    })();
+    fs::write(STATS, before.trim()).context("restoring kernel.bpf_stats_enabled")?;
+    let (wrk, cpu, report) = result?;
+    let requests = wrk.requests.max(1) as f64;
+    let duration = report["duration_s"].as_f64().unwrap_or(1.0);
+    let mut md = String::from("\n### Per-event cost\n\nOne more traced run, with the kernel counting each program's runs and time:\n\n");
+    md.push_str("| where | runs per request | ns per run | µs per request |\n|---|---:|---:|---:|\n");
+    let mut total_us = 0.0;
+    let mut rows = Vec::new();
+    for p in report["program_costs"].as_array().into_iter().flatten() {
+        let runs = p["runs_per_s"].as_f64().unwrap_or(0.0) * duration;
+        let ns = p["ns_per_run"].as_f64().unwrap_or(0.0);
+        let per_request = runs / requests;
+        if per_request < 0.01 {
+            continue;
+        }
+        let us = per_request * ns / 1000.0;
+        total_us += us;
+        let _ = writeln!(md, "| {} (kernel) | {per_request:.2} | {ns:.0} | {us:.2} |", p["program"].as_str().unwrap_or("?"));
+        rows.push(json!({"program": p["program"], "runs_per_request": per_request, "ns_per_run": ns, "us_per_request": us}));
+    }
+    let user_us = cpu / 100.0 * f64::from(seconds) * 1e6 / requests;
+    total_us += user_us;
+    let _ = writeln!(md, "| tracer userspace | | | {user_us:.2} |");
+    let _ = writeln!(md, "| **total** | | | **{total_us:.2}** |");
+    let per_request_budget = 2e6 / wrk.req_per_s;
+    let _ = writeln!(
+        md,
+        "\nAt {:.0} req/s on 2 cores a request costs {:.0} µs of CPU in all; tracing adds {:.2} µs ({:.1}%). \
+         The counting itself adds two clock reads per run.",
+        wrk.req_per_s,
+        per_request_budget,
+        total_us,
+        total_us / per_request_budget * 100.0
+    );
+    let json = json!({"req_per_s": wrk.req_per_s, "programs": rows, "userspace_us_per_request": user_us, "total_us_per_request": total_us});
+    Ok((md, json))
 }
 
 /// Runs the load while `child` traces, then stops `child` as Ctrl-C would.
