@@ -24,9 +24,17 @@ pub struct KernelFacts {
 /// Resolves the offsets in a short-lived child process.
 pub fn facts_via_child() -> Result<KernelFacts> {
     let exe = std::env::current_exe().context("finding the tracer's own executable")?;
-    let out = std::process::Command::new(exe).arg(CHILD_COMMAND).output().context("resolving kernel struct offsets")?;
+    let out = std::process::Command::new(exe)
+        .arg(CHILD_COMMAND)
+        .output()
+        .context("resolving kernel struct offsets")?;
     if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("tracer: "));
+        bail!(
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .trim_start_matches("tracer: ")
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let reason = text
@@ -34,7 +42,10 @@ pub fn facts_via_child() -> Result<KernelFacts> {
         .find_map(|l| l.strip_prefix(&format!("{OVERFLOW_REASON} ")))
         .and_then(|v| v.parse().ok())
         .unwrap_or(u32::MAX);
-    Ok(KernelFacts { offsets: decode(&text)?, listen_overflow_reason: reason })
+    Ok(KernelFacts {
+        offsets: decode(&text)?,
+        listen_overflow_reason: reason,
+    })
 }
 
 const OVERFLOW_REASON: &str = "listen_overflow_reason";
@@ -44,77 +55,92 @@ pub fn print_offsets() -> Result<()> {
     let btf = load()?;
     let o = offsets(&btf)?;
     print!("{}", encode(&o));
-    if let Some(v) = enum_value(&btf, "skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW") {
+    if let Some(v) = enum_value(
+        &btf,
+        "skb_drop_reason",
+        "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW",
+    ) {
         println!("{OVERFLOW_REASON} {v}");
     }
     Ok(())
 }
 
+/// Every offset, by name: what crosses from the child process as text.
+macro_rules! each_offset {
+    ($o:expr, $f:ident) => {
+        [
+            $f!($o, pt_regs_di),
+            $f!($o, pt_regs_si),
+            $f!($o, pt_regs_orig_ax),
+            $f!($o, task_pid),
+            $f!($o, task_tgid),
+            $f!($o, sock_protocol),
+            $f!($o, sock_ack_backlog),
+            $f!($o, sock_max_ack_backlog),
+            $f!($o, sock_drops),
+            $f!($o, skc_family),
+            $f!($o, skc_num),
+            $f!($o, skc_dport),
+            $f!($o, skc_rcv_saddr),
+            $f!($o, skc_daddr),
+            $f!($o, skc_v6_rcv_saddr),
+            $f!($o, skc_v6_daddr),
+            $f!($o, task_files),
+            $f!($o, files_fdt),
+            $f!($o, fdtable_fd),
+            $f!($o, fdtable_max_fds),
+            $f!($o, file_private_data),
+            $f!($o, socket_sk),
+        ]
+    };
+}
+
 fn fields(o: &KernelOffsets) -> [(&'static str, u32); 22] {
-    [
-        ("pt_regs_di", o.pt_regs_di),
-        ("pt_regs_si", o.pt_regs_si),
-        ("pt_regs_orig_ax", o.pt_regs_orig_ax),
-        ("task_pid", o.task_pid),
-        ("task_tgid", o.task_tgid),
-        ("sock_protocol", o.sock_protocol),
-        ("sock_ack_backlog", o.sock_ack_backlog),
-        ("sock_max_ack_backlog", o.sock_max_ack_backlog),
-        ("sock_drops", o.sock_drops),
-        ("skc_family", o.skc_family),
-        ("skc_num", o.skc_num),
-        ("skc_dport", o.skc_dport),
-        ("skc_rcv_saddr", o.skc_rcv_saddr),
-        ("skc_daddr", o.skc_daddr),
-        ("skc_v6_rcv_saddr", o.skc_v6_rcv_saddr),
-        ("skc_v6_daddr", o.skc_v6_daddr),
-        ("task_files", o.task_files),
-        ("files_fdt", o.files_fdt),
-        ("fdtable_fd", o.fdtable_fd),
-        ("fdtable_max_fds", o.fdtable_max_fds),
-        ("file_private_data", o.file_private_data),
-        ("socket_sk", o.socket_sk),
-    ]
+    macro_rules! read {
+        ($o:expr, $n:ident) => {
+            (stringify!($n), $o.$n)
+        };
+    }
+    each_offset!(o, read)
+}
+
+fn fields_mut(o: &mut KernelOffsets) -> [(&'static str, &mut u32); 22] {
+    macro_rules! slot {
+        ($o:expr, $n:ident) => {
+            (stringify!($n), &mut $o.$n)
+        };
+    }
+    each_offset!(o, slot)
 }
 
 fn encode(o: &KernelOffsets) -> String {
-    fields(o).iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+    fields(o)
+        .iter()
+        .map(|(k, v)| format!("{k} {v}\n"))
+        .collect()
 }
 
 fn decode(text: &str) -> Result<KernelOffsets> {
-    let values: std::collections::HashMap<&str, u32> =
-        text.lines().filter_map(|l| l.split_once(' ')).filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect();
+    let values: std::collections::HashMap<&str, u32> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect();
     let mut o = KernelOffsets::DEFAULT;
-    let get = |name: &str| values.get(name).copied().ok_or_else(|| anyhow!("kernel offsets: {name} missing"));
-    o.pt_regs_di = get("pt_regs_di")?;
-    o.pt_regs_si = get("pt_regs_si")?;
-    o.pt_regs_orig_ax = get("pt_regs_orig_ax")?;
-    o.task_pid = get("task_pid")?;
-    o.task_tgid = get("task_tgid")?;
-    o.sock_protocol = get("sock_protocol")?;
-    o.sock_ack_backlog = get("sock_ack_backlog")?;
-    o.sock_max_ack_backlog = get("sock_max_ack_backlog")?;
-    o.sock_drops = get("sock_drops")?;
-    o.skc_family = get("skc_family")?;
-    o.skc_num = get("skc_num")?;
-    o.skc_dport = get("skc_dport")?;
-    o.skc_rcv_saddr = get("skc_rcv_saddr")?;
-    o.skc_daddr = get("skc_daddr")?;
-    o.skc_v6_rcv_saddr = get("skc_v6_rcv_saddr")?;
-    o.skc_v6_daddr = get("skc_v6_daddr")?;
-    o.task_files = get("task_files")?;
-    o.files_fdt = get("files_fdt")?;
-    o.fdtable_fd = get("fdtable_fd")?;
-    o.fdtable_max_fds = get("fdtable_max_fds")?;
-    o.file_private_data = get("file_private_data")?;
-    o.socket_sk = get("socket_sk")?;
+    for (name, slot) in fields_mut(&mut o) {
+        *slot = *values
+            .get(name)
+            .ok_or_else(|| anyhow!("kernel offsets: {name} missing"))?;
+    }
     Ok(o)
 }
 
 /// Loads this kernel's BTF, or says which feature is missing.
 pub fn load() -> Result<Btf> {
     if !Path::new(VMLINUX).exists() {
-        bail!("this kernel has no BTF ({VMLINUX}): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF");
+        bail!(
+            "this kernel has no BTF ({VMLINUX}): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF"
+        );
     }
     Btf::from_file(VMLINUX).map_err(|e| anyhow!("reading {VMLINUX}: {e}"))
 }
@@ -122,7 +148,9 @@ pub fn load() -> Result<Btf> {
 /// Resolves every offset the programs use. Missing optional fields are
 /// marked unknown; missing required ones are an error naming the field.
 pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
-    let required = |s: &str, f: &str| field_offset(btf, s, f).with_context(|| format!("kernel BTF: struct {s}.{f}"));
+    let required = |s: &str, f: &str| {
+        field_offset(btf, s, f).with_context(|| format!("kernel BTF: struct {s}.{f}"))
+    };
     let optional = |s: &str, f: &str| field_offset(btf, s, f).unwrap_or(KernelOffsets::UNKNOWN);
     // `struct sock` starts with its `struct sock_common`, where addresses live.
     let common = required("sock", "__sk_common")?;
@@ -142,8 +170,12 @@ pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
         skc_dport: in_common("skc_dport")?,
         skc_rcv_saddr: in_common("skc_rcv_saddr")?,
         skc_daddr: in_common("skc_daddr")?,
-        skc_v6_rcv_saddr: optional("sock_common", "skc_v6_rcv_saddr").checked_add(common).unwrap_or(KernelOffsets::UNKNOWN),
-        skc_v6_daddr: optional("sock_common", "skc_v6_daddr").checked_add(common).unwrap_or(KernelOffsets::UNKNOWN),
+        skc_v6_rcv_saddr: optional("sock_common", "skc_v6_rcv_saddr")
+            .checked_add(common)
+            .unwrap_or(KernelOffsets::UNKNOWN),
+        skc_v6_daddr: optional("sock_common", "skc_v6_daddr")
+            .checked_add(common)
+            .unwrap_or(KernelOffsets::UNKNOWN),
         task_files: optional("task_struct", "files"),
         files_fdt: optional("files_struct", "fdt"),
         fdtable_fd: optional("fdtable", "fd"),
@@ -156,16 +188,25 @@ pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
 
 /// Value of an enumerator in this kernel's BTF (`SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`).
 pub fn enum_value(btf: &Btf, enumeration: &str, name: &str) -> Option<u32> {
-    btf.resolve_types_by_name(enumeration).ok()?.into_iter().find_map(|t| match t {
-        Type::Enum(e) => e.members.iter().find(|m| btf.resolve_name(*m).is_ok_and(|n| n == name)).map(|m| m.val()),
-        _ => None,
-    })
+    btf.resolve_types_by_name(enumeration)
+        .ok()?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == name))
+                .map(|m| m.val()),
+            _ => None,
+        })
 }
 
 /// Byte offset of `field` in `struct name`, looking through anonymous
 /// structs and unions. Bitfields are refused: they cannot be read as bytes.
 pub fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
-    let types = btf.resolve_types_by_name(name).map_err(|e| anyhow!("no type {name}: {e}"))?;
+    let types = btf
+        .resolve_types_by_name(name)
+        .map_err(|e| anyhow!("no type {name}: {e}"))?;
     let st = types
         .into_iter()
         .find_map(|t| match t {
@@ -210,7 +251,10 @@ mod tests {
         o.skc_num = 14;
         let back = decode(&encode(&o)).expect("decode");
         assert_eq!(fields(&back), fields(&o));
-        assert!(decode("pt_regs_di 112\n").is_err(), "missing fields are an error");
+        assert!(
+            decode("pt_regs_di 112\n").is_err(),
+            "missing fields are an error"
+        );
     }
 
     #[test]
@@ -222,10 +266,21 @@ mod tests {
         let btf = load().expect("btf");
         let o = offsets(&btf).expect("offsets");
         // The x86_64 pt_regs layout is uapi: BTF must agree with it.
-        assert_eq!((o.pt_regs_di, o.pt_regs_si, o.pt_regs_orig_ax), (112, 104, 120));
+        assert_eq!(
+            (o.pt_regs_di, o.pt_regs_si, o.pt_regs_orig_ax),
+            (112, 104, 120)
+        );
         assert!(o.task_pid > 0 && o.task_pid < 8192);
-        assert_eq!(o.task_tgid, o.task_pid + 4, "pid_t pid; pid_t tgid; are neighbours");
-        assert_eq!(o.skc_dport + 2, o.skc_num, "skc_dport and skc_num share a 32-bit word");
+        assert_eq!(
+            o.task_tgid,
+            o.task_pid + 4,
+            "pid_t pid; pid_t tgid; are neighbours"
+        );
+        assert_eq!(
+            o.skc_dport + 2,
+            o.skc_num,
+            "skc_dport and skc_num share a 32-bit word"
+        );
         assert_eq!(o.skc_daddr, 0, "skc_daddr opens sock_common");
         // sock_common sits at the start of sock: the backlog fields are further in.
         assert!(o.sock_ack_backlog > 16 && o.sock_ack_backlog != KernelOffsets::UNKNOWN);
@@ -233,7 +288,14 @@ mod tests {
         // Found through the anonymous unions of sock_common.
         assert!(field_offset(&btf, "sock_common", "skc_daddr").is_ok());
         assert!(o.socket_sk != KernelOffsets::UNKNOWN && o.fdtable_fd != KernelOffsets::UNKNOWN);
-        let reason = enum_value(&btf, "skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW");
-        assert!(reason.is_some_and(|r| r > 0), "this kernel names the accept-queue overflow drop");
+        let reason = enum_value(
+            &btf,
+            "skb_drop_reason",
+            "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW",
+        );
+        assert!(
+            reason.is_some_and(|r| r > 0),
+            "this kernel names the accept-queue overflow drop"
+        );
     }
 }
