@@ -19,12 +19,25 @@ use crate::{
 };
 
 /// The seed's scenarios, in the order of its chapters.
-pub const SCENARIOS: &[&str] =
-    &["downstream-no-timeout", "backlog-overflow", "dns-tls-downstream", "slow-reader", "slowloris", "alloc-pressure"];
+pub const SCENARIOS: &[&str] = &[
+    "downstream-no-timeout",
+    "backlog-overflow",
+    "dns-tls-downstream",
+    "slow-reader",
+    "slowloris",
+    "alloc-pressure",
+];
 
 /// Go programs under `scenarios/`, each built with `go build ./<name>`.
-pub const GO_PROGRAMS: &[&str] =
-    &["basic", "downstream-no-timeout", "backlog-overflow", "dns-tls-downstream", "slow-reader", "slowloris", "alloc-pressure"];
+pub const GO_PROGRAMS: &[&str] = &[
+    "basic",
+    "downstream-no-timeout",
+    "backlog-overflow",
+    "dns-tls-downstream",
+    "slow-reader",
+    "slowloris",
+    "alloc-pressure",
+];
 
 /// The address the DNS responder of `dns-tls-downstream` answers on: port 53
 /// is what makes a datagram socket a DNS one.
@@ -83,18 +96,34 @@ impl Outcome {
     }
 
     pub fn diagnosis(&self) -> &str {
-        self.output.report["diagnosis"]["text"].as_str().unwrap_or("(none)")
+        self.output.report["diagnosis"]["text"]
+            .as_str()
+            .unwrap_or("(none)")
     }
 
     /// The checks, a line each.
     pub fn render_checks(&self) -> String {
-        self.checks.iter().map(|c| format!("  [{}] {}: {}\n", if c.ok { "ok" } else { "FAILED" }, c.what, c.detail)).collect()
+        self.checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "  [{}] {}: {}\n",
+                    if c.ok { "ok" } else { "FAILED" },
+                    c.what,
+                    c.detail
+                )
+            })
+            .collect()
     }
 }
 
 pub fn expected(name: &str) -> Result<Expected> {
-    let path = workspace_root().join("scenarios").join(name).join("expected.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let path = workspace_root()
+        .join("scenarios")
+        .join(name)
+        .join("expected.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -118,23 +147,65 @@ pub fn run(name: &str, out: &Path) -> Result<Outcome> {
             let d = free_port()?;
             vars.insert("downstream_port", d.to_string());
             let mut h = Command::new(&bin);
-            h.args(["-role", "downstream", "-addr", &format!("127.0.0.1:{d}"), "-delay", "300ms"]);
+            h.args([
+                "-role",
+                "downstream",
+                "-addr",
+                &format!("127.0.0.1:{d}"),
+                "-delay",
+                "300ms",
+            ]);
             helpers.push(Server::start(quiet(h), d)?);
-            cmd.args(["-role", "server", "-addr", &addr, "-downstream", &format!("127.0.0.1:{d}")]);
+            cmd.args([
+                "-role",
+                "server",
+                "-addr",
+                &addr,
+                "-downstream",
+                &format!("127.0.0.1:{d}"),
+            ]);
         }
         "backlog-overflow" => {
-            cmd.args(["-port", &port.to_string(), "-backlog", "4", "-accept-delay", "25ms"]);
+            cmd.args([
+                "-port",
+                &port.to_string(),
+                "-backlog",
+                "4",
+                "-accept-delay",
+                "25ms",
+            ]);
         }
         "dns-tls-downstream" => {
             let t = free_port()?;
             vars.insert("downstream_port", t.to_string());
             let mut dns = Command::new(&bin);
-            dns.args(["-role", "dns", "-addr", DNS_ADDR, "-delay", "100ms"]).stdin(Stdio::null()).stderr(Stdio::null());
-            helpers.push(Server { child: dns.spawn().context("starting the DNS responder")?, port: 53 });
+            dns.args(["-role", "dns", "-addr", DNS_ADDR, "-delay", "100ms"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null());
+            helpers.push(Server {
+                child: dns.spawn().context("starting the DNS responder")?,
+                port: 53,
+            });
             let mut tls = Command::new(&bin);
-            tls.args(["-role", "tls-downstream", "-addr", &format!("127.0.0.1:{t}"), "-delay", "150ms"]);
+            tls.args([
+                "-role",
+                "tls-downstream",
+                "-addr",
+                &format!("127.0.0.1:{t}"),
+                "-delay",
+                "150ms",
+            ]);
             helpers.push(Server::start(quiet(tls), t)?);
-            cmd.args(["-role", "server", "-addr", &addr, "-dns", DNS_ADDR, "-downstream-port", &t.to_string()]);
+            cmd.args([
+                "-role",
+                "server",
+                "-addr",
+                &addr,
+                "-dns",
+                DNS_ADDR,
+                "-downstream-port",
+                &t.to_string(),
+            ]);
         }
         "slow-reader" => {
             cmd.args(["-addr", &addr, "-size-mb", "32"]);
@@ -154,7 +225,11 @@ pub fn run(name: &str, out: &Path) -> Result<Outcome> {
     drop(server);
     drop(helpers);
     let checks = check(&expected, &output.report, &vars, responses);
-    Ok(Outcome { expected, output, checks })
+    Ok(Outcome {
+        expected,
+        output,
+        checks,
+    })
 }
 
 /// Puts the scenario's load on the server; returns the responses the
@@ -165,7 +240,14 @@ fn load(name: &str, server: &Server) -> Result<Option<u64>> {
         "backlog-overflow" => {
             // Keep-alive off: every request is a new connection through the queue.
             let out = Command::new("hey")
-                .args(["-n", "200", "-c", "40", "-disable-keepalive", &server.url("/")])
+                .args([
+                    "-n",
+                    "200",
+                    "-c",
+                    "40",
+                    "-disable-keepalive",
+                    &server.url("/"),
+                ])
                 .output()
                 .context("running hey")?;
             if !out.status.success() {
@@ -185,55 +267,102 @@ fn load(name: &str, server: &Server) -> Result<Option<u64>> {
 }
 
 fn fill(template: &str, vars: &BTreeMap<&str, String>) -> String {
-    vars.iter().fold(template.to_string(), |s, (k, v)| s.replace(&format!("{{{k}}}"), v))
+    vars.iter().fold(template.to_string(), |s, (k, v)| {
+        s.replace(&format!("{{{k}}}"), v)
+    })
 }
 
-fn check(expected: &Expected, report: &Value, vars: &BTreeMap<&str, String>, responses: Option<u64>) -> Vec<Check> {
+fn check(
+    expected: &Expected,
+    report: &Value,
+    vars: &BTreeMap<&str, String>,
+    responses: Option<u64>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut add = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail });
     let d = &report["diagnosis"];
     let text = d["text"].as_str().unwrap_or("");
-    add("diagnosed route".into(), d["route"] == expected.route.as_str(), format!("{} (expected {})", d["route"], expected.route));
-    add("dominant stage".into(), d["stage"] == expected.stage.as_str(), format!("{} (expected {})", d["stage"], expected.stage));
+    add(
+        "diagnosed route".into(),
+        d["route"] == expected.route.as_str(),
+        format!("{} (expected {})", d["route"], expected.route),
+    );
+    add(
+        "dominant stage".into(),
+        d["stage"] == expected.stage.as_str(),
+        format!("{} (expected {})", d["stage"], expected.stage),
+    );
     let share = d["share_pct"].as_f64().unwrap_or(0.0);
     add(
         "share of latency".into(),
         share >= expected.min_share_pct,
-        format!("{share:.0}% (expected at least {:.0}%)", expected.min_share_pct),
+        format!(
+            "{share:.0}% (expected at least {:.0}%)",
+            expected.min_share_pct
+        ),
     );
     for needle in &expected.diagnosis_contains {
         let needle = fill(needle, vars);
-        add(format!("diagnosis names \"{needle}\""), text.contains(&needle), text.to_string());
+        add(
+            format!("diagnosis names \"{needle}\""),
+            text.contains(&needle),
+            text.to_string(),
+        );
     }
     let route = report["routes"].as_array().and_then(|rs| {
-        rs.iter().find(|r| format!("{} {}", r["method"].as_str().unwrap_or(""), r["path"].as_str().unwrap_or("")) == expected.route)
+        rs.iter().find(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap_or(""),
+                r["path"].as_str().unwrap_or("")
+            ) == expected.route
+        })
     });
     for m in &expected.magnitudes {
-        let got_ms = route.and_then(|r| r["stages"][&m.stage][&m.stat].as_f64()).map(|us| us / 1000.0);
+        let got_ms = route
+            .and_then(|r| r["stages"][&m.stage][&m.stat].as_f64())
+            .map(|us| us / 1000.0);
         let ok = got_ms.is_some_and(|g| (g - m.expected_ms).abs() <= m.expected_ms * TOLERANCE);
         add(
             m.what.clone(),
             ok,
-            format!("{} ms (expected {} ms ±{:.0}%)", got_ms.map_or("-".to_string(), |g| format!("{g:.1}")), m.expected_ms, TOLERANCE * 100.0),
+            format!(
+                "{} ms (expected {} ms ±{:.0}%)",
+                got_ms.map_or("-".to_string(), |g| format!("{g:.1}")),
+                m.expected_ms,
+                TOLERANCE * 100.0
+            ),
         );
     }
     for m in &expected.cause_magnitudes {
         let needle = fill(&m.cause_contains, vars);
         let got_ms = route
             .and_then(|r| r["blocked_on"].as_array())
-            .and_then(|bs| bs.iter().find(|b| b["what"].as_str().is_some_and(|w| w.contains(&needle))))
+            .and_then(|bs| {
+                bs.iter()
+                    .find(|b| b["what"].as_str().is_some_and(|w| w.contains(&needle)))
+            })
             .and_then(|b| b["us"].as_f64())
             .map(|us| us / 1000.0);
         let ok = got_ms.is_some_and(|g| (g - m.expected_ms).abs() <= m.expected_ms * TOLERANCE);
         add(
             format!("waited on \"{needle}\""),
             ok,
-            format!("{} ms per request (expected {} ms ±{:.0}%)", got_ms.map_or("-".to_string(), |g| format!("{g:.1}")), m.expected_ms, TOLERANCE * 100.0),
+            format!(
+                "{} ms per request (expected {} ms ±{:.0}%)",
+                got_ms.map_or("-".to_string(), |g| format!("{g:.1}")),
+                m.expected_ms,
+                TOLERANCE * 100.0
+            ),
         );
     }
     if let (Some(n), Some(r)) = (responses, route) {
         let count = r["count"].as_u64().unwrap_or(0);
-        add("requests counted".into(), count == n, format!("{count} (the clients got {n} responses)"));
+        add(
+            "requests counted".into(),
+            count == n,
+            format!("{count} (the clients got {n} responses)"),
+        );
     }
     if let Some(min) = expected.min_overflows {
         let port: u64 = vars.get("port").and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -242,11 +371,19 @@ fn check(expected: &Expected, report: &Value, vars: &BTreeMap<&str, String>, res
             .and_then(|ls| ls.iter().find(|l| l["port"].as_u64() == Some(port)))
             .and_then(|l| l["overflows"].as_u64())
             .unwrap_or(0);
-        add("accept-queue overflows".into(), got >= min, format!("{got} (expected at least {min})"));
+        add(
+            "accept-queue overflows".into(),
+            got >= min,
+            format!("{got} (expected at least {min})"),
+        );
     }
     if let Some(min) = expected.min_open_peak {
         let got = report["connections_open_peak"].as_u64().unwrap_or(0);
-        add("connections open at once".into(), got >= min, format!("{got} (expected at least {min})"));
+        add(
+            "connections open at once".into(),
+            got >= min,
+            format!("{got} (expected at least {min})"),
+        );
     }
     checks
 }

@@ -32,7 +32,9 @@ pub fn slowloris(port: u16, clients: usize, gap: Duration) -> Result<usize> {
         .collect();
     let mut ok = 0;
     for h in handles {
-        if h.join().map_err(|_| anyhow::anyhow!("slowloris client panicked"))?? {
+        if h.join()
+            .map_err(|_| anyhow::anyhow!("slowloris client panicked"))??
+        {
             ok += 1;
         }
     }
@@ -70,7 +72,13 @@ pub fn slow_readers(port: u16, path: &str, clients: usize, pause: Duration) -> R
             })
         })
         .collect();
-    handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("slow reader panicked"))?).collect()
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("slow reader panicked"))?
+        })
+        .collect()
 }
 
 /// Whether the response that follows starts with `HTTP/1.1 200`.
@@ -116,7 +124,10 @@ pub fn hold_connections(port: u16, path: &str, n: usize) -> Result<HeldConnectio
 }
 
 fn raise_nofile(want: u64) -> Result<()> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid pointer to an rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         bail!("getrlimit: {}", std::io::Error::last_os_error());
@@ -128,7 +139,10 @@ fn raise_nofile(want: u64) -> Result<()> {
     lim.rlim_max = lim.rlim_max.max(want);
     // SAFETY: valid pointer to an rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        bail!("cannot raise the open-files limit to {want}: {}", std::io::Error::last_os_error());
+        bail!(
+            "cannot raise the open-files limit to {want}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }

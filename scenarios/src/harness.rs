@@ -14,12 +14,17 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// The tracer binary under test: `$TRACER_BIN`, else the release build.
 pub fn tracer_bin() -> PathBuf {
-    std::env::var_os("TRACER_BIN").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/release/tracer"))
+    std::env::var_os("TRACER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/tracer"))
 }
 
 /// Builds (or reuses the cached build of) the Go program in `scenarios/<name>`.
@@ -70,7 +75,10 @@ pub struct Server {
 impl Server {
     /// Starts `cmd` and waits for it to listen on `port`.
     pub fn start(mut cmd: Command, port: u16) -> Result<Server> {
-        let child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
         let mut server = Server { child, port };
         if let Err(e) = wait_for_port(port, Duration::from_secs(10)) {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -158,10 +166,20 @@ impl TracerRun {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {} (build it with cargo xtask build)", tracer_bin().display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with cargo xtask build)",
+                    tracer_bin().display()
+                )
+            })?;
         let stdout = lines_of(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
         let stderr = lines_of(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?);
-        let mut run = TracerRun { child, out: out.to_path_buf(), stdout, stderr };
+        let mut run = TracerRun {
+            child,
+            out: out.to_path_buf(),
+            stdout,
+            stderr,
+        };
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -176,7 +194,10 @@ impl TracerRun {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = run.child.wait()?;
-                    bail!("tracer exited with {status} before attaching: {}", seen.join(" | "));
+                    bail!(
+                        "tracer exited with {status} before attaching: {}",
+                        seen.join(" | ")
+                    );
                 }
             }
             if Instant::now() > deadline {
@@ -224,7 +245,13 @@ impl TracerRun {
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or(Value::Null);
-        Ok(TracerOutput { status, stdout, stderr, report, out: self.out })
+        Ok(TracerOutput {
+            status,
+            stdout,
+            stderr,
+            report,
+            out: self.out,
+        })
     }
 }
 

@@ -23,7 +23,13 @@ impl LoadResult {
 /// so the count is exact. Keep-alive is on.
 pub fn hey(url: &str, requests: u64, concurrency: u64) -> Result<LoadResult> {
     let out = Command::new("hey")
-        .args(["-n", &requests.to_string(), "-c", &concurrency.to_string(), url])
+        .args([
+            "-n",
+            &requests.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            url,
+        ])
         .output()
         .context("running hey (cargo xtask setup installs it)")?;
     if !out.status.success() {
@@ -41,13 +47,20 @@ fn parse_hey(text: &str) -> LoadResult {
             in_errors = true;
         }
         // "[200]	40 responses", or under errors "[3]	Get ...: EOF" (a count).
-        let Some((head, tail)) = t.strip_prefix('[').and_then(|rest| rest.split_once(']')) else { continue };
-        let Ok(head) = head.parse::<u64>() else { continue };
+        let Some((head, tail)) = t.strip_prefix('[').and_then(|rest| rest.split_once(']')) else {
+            continue;
+        };
+        let Ok(head) = head.parse::<u64>() else {
+            continue;
+        };
         if in_errors {
             r.errors += head;
-        } else if let (Ok(code), Some(n)) =
-            (u16::try_from(head), tail.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
-        {
+        } else if let (Ok(code), Some(n)) = (
+            u16::try_from(head),
+            tail.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok()),
+        ) {
             *r.statuses.entry(code).or_default() += n;
         }
     }
@@ -58,7 +71,15 @@ fn parse_hey(text: &str) -> LoadResult {
 /// number of completed requests it reports.
 pub fn wrk(url: &str, threads: u32, connections: u32, seconds: u32) -> Result<u64> {
     let out = Command::new("wrk")
-        .args(["-t", &threads.to_string(), "-c", &connections.to_string(), "-d", &format!("{seconds}s"), url])
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            url,
+        ])
         .output()
         .context("running wrk (cargo xtask setup installs it)")?;
     if !out.status.success() {
@@ -79,18 +100,31 @@ pub struct WrkResult {
 /// `wrk --latency` for `seconds`: throughput and latency percentiles.
 pub fn wrk_latency(url: &str, threads: u32, connections: u32, seconds: u32) -> Result<WrkResult> {
     let out = Command::new("wrk")
-        .args(["--latency", "-t", &threads.to_string(), "-c", &connections.to_string(), "-d", &format!("{seconds}s"), url])
+        .args([
+            "--latency",
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            url,
+        ])
         .output()
         .context("running wrk (cargo xtask setup installs it)")?;
     if !out.status.success() {
         bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    parse_wrk_latency(&String::from_utf8_lossy(&out.stdout)).context("wrk printed no latency distribution")
+    parse_wrk_latency(&String::from_utf8_lossy(&out.stdout))
+        .context("wrk printed no latency distribution")
 }
 
 fn parse_wrk_latency(text: &str) -> Option<WrkResult> {
     let field = |prefix: &str| -> Option<&str> {
-        text.lines().map(str::trim).find(|l| l.starts_with(prefix)).and_then(|l| l.split_whitespace().nth(1))
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
     };
     Some(WrkResult {
         requests: parse_wrk(text)?,
@@ -116,7 +150,9 @@ fn duration_us(s: &str) -> Option<f64> {
 
 fn parse_wrk(text: &str) -> Option<u64> {
     // "  82008 requests in 3.00s, 9.31MB read"
-    text.lines().find(|l| l.contains(" requests in ")).and_then(|l| l.split_whitespace().next()?.parse().ok())
+    text.lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@ use serde_json::Value;
 
 /// The route object for `method path`, if reported.
 pub fn route<'a>(report: &'a Value, method: &str, path: &str) -> Option<&'a Value> {
-    report["routes"].as_array()?.iter().find(|r| r["method"] == method && r["path"] == path)
+    report["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["method"] == method && r["path"] == path)
 }
 
 /// A `u64` field, 0 when absent.
@@ -23,10 +26,16 @@ pub fn status_count(route: &Value, status: u16) -> u64 {
 }
 
 pub fn slowest(report: &Value) -> &[Value] {
-    report["slowest"].as_array().map(Vec::as_slice).unwrap_or(&[])
+    report["slowest"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// Sum of a slow request's stage times.
 pub fn stage_sum(slow: &Value) -> u64 {
-    slow["stages"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0)
+    slow["stages"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0)
 }

@@ -26,21 +26,36 @@ pub struct ScaleResult {
 
 impl ScaleResult {
     pub fn rss_growth_pct(&self) -> f64 {
-        if self.rss_warm_kb == 0 { 0.0 } else { (self.rss_end_kb as f64 / self.rss_warm_kb as f64 - 1.0) * 100.0 }
+        if self.rss_warm_kb == 0 {
+            0.0
+        } else {
+            (self.rss_end_kb as f64 / self.rss_warm_kb as f64 - 1.0) * 100.0
+        }
     }
 }
 
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 /// hey with keep-alive off: `n` requests, each on a new connection.
 fn churn(url: &str, n: u64, concurrency: u64) -> Result<u64> {
     let out = Command::new("hey")
-        .args(["-n", &n.to_string(), "-c", &concurrency.to_string(), "-disable-keepalive", url])
+        .args([
+            "-n",
+            &n.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            "-disable-keepalive",
+            url,
+        ])
         .output()
         .context("running hey")?;
     if !out.status.success() {
@@ -62,7 +77,8 @@ pub fn run(held: u64, churned: u64, warmup: u64, out: &Path) -> Result<ScaleResu
     let bin = go_binary("basic")?;
     let port = free_port()?;
     let mut cmd = Command::new(bin);
-    cmd.args(["-addr", &format!("127.0.0.1:{port}")]).stderr(std::process::Stdio::null());
+    cmd.args(["-addr", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null());
     let server = Server::start(cmd, port)?;
     let url = server.url("/fast");
     let t0 = Instant::now();

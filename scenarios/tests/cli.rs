@@ -5,8 +5,14 @@ use std::process::Command;
 use scenarios::tracer_bin;
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(tracer_bin()).args(args).output().expect("run tracer");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(tracer_bin())
+        .args(args)
+        .output()
+        .expect("run tracer");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -22,7 +28,12 @@ fn missing_pid_is_one_clear_line() {
 fn unprivileged_user_is_told_to_use_root() {
     // Drop to nobody, with no capabilities, as a user without sudo would be.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(tracer_bin())
         .args(["record", "--pid", "1", "--duration", "1"])
         .output()
@@ -30,7 +41,10 @@ fn unprivileged_user_is_told_to_use_root() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("needs root (CAP_BPF and CAP_PERFMON)"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("needs root (CAP_BPF and CAP_PERFMON)"),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]

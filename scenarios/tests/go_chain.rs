@@ -22,14 +22,18 @@ fn basic_server() -> Server {
 fn assert_near_ms(what: &str, got_us: u64, injected_ms: u64) {
     let want = injected_ms * 1000;
     let tolerance = want * 15 / 100 + 2000;
-    assert!(got_us.abs_diff(want) <= tolerance, "{what}: {got_us} µs, injected {want} µs (±{tolerance})");
+    assert!(
+        got_us.abs_diff(want) <= tolerance,
+        "{what}: {got_us} µs, injected {want} µs (±{tolerance})"
+    );
 }
 
 #[test]
 #[ignore = "needs root and Go: cargo xtask test"]
 fn handler_time_and_counts_match_the_injected_load() {
     let server = basic_server();
-    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("go-chain"), &[]).expect("tracer attaches");
+    let tracer =
+        TracerRun::record(&[server.pid()], &scratch_dir("go-chain"), &[]).expect("tracer attaches");
 
     let s20 = hey(&server.url("/sleep/20"), 100, 5).expect("hey /sleep/20");
     let s200 = hey(&server.url("/sleep/200"), 20, 5).expect("hey /sleep/200");
@@ -46,32 +50,63 @@ fn handler_time_and_counts_match_the_injected_load() {
         let r = route(report, "GET", path).unwrap_or_else(|| panic!("route GET {path} missing"));
         assert_eq!(num(r, "count"), load.responses(), "GET {path} count");
         assert_eq!(status_count(r, 200), load.statuses[&200], "GET {path} 200s");
-        assert_near_ms(&format!("GET {path} handler p50"), stage(r, "handler", "p50_us"), injected);
+        assert_near_ms(
+            &format!("GET {path} handler p50"),
+            stage(r, "handler", "p50_us"),
+            injected,
+        );
         assert_near_ms(&format!("GET {path} total p50"), num(r, "p50_us"), injected);
     }
 
     let r = route(report, "GET", "/stream").expect("route GET /stream");
     assert_eq!(num(r, "count"), stream.responses());
-    let (write, handler) = (stage(r, "response_write", "p50_us"), stage(r, "handler", "p50_us"));
-    assert!(write > handler, "streaming 8 MiB: response_write p50 {write} µs should exceed handler p50 {handler} µs");
+    let (write, handler) = (
+        stage(r, "response_write", "p50_us"),
+        stage(r, "handler", "p50_us"),
+    );
+    assert!(
+        write > handler,
+        "streaming 8 MiB: response_write p50 {write} µs should exceed handler p50 {handler} µs"
+    );
 
     let r = route(report, "GET", "/fast").expect("route GET /fast");
     let seen = num(r, "count");
     // wrk does not count the requests in flight when it stops (at most one per connection).
-    assert!(seen >= fast && seen <= fast + 10 && seen.abs_diff(fast) * 100 <= fast, "GET /fast: tracer {seen}, wrk {fast}");
+    assert!(
+        seen >= fast && seen <= fast + 10 && seen.abs_diff(fast) * 100 <= fast,
+        "GET /fast: tracer {seen}, wrk {fast}"
+    );
 
     let slow = slowest(report);
     assert!(!slow.is_empty());
-    assert_eq!(slow[0]["path"], "/sleep/200", "the slowest request is a 200 ms one");
+    assert_eq!(
+        slow[0]["path"], "/sleep/200",
+        "the slowest request is a 200 ms one"
+    );
     for s in slow {
         let total = num(s, "total_us");
         // Each stage is truncated to whole microseconds on its own.
-        assert!(stage_sum(s).abs_diff(total) <= 5, "stages {} do not add up to total {total}", s["stages"]);
-        assert!(s["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "peer {}", s["peer"]);
+        assert!(
+            stage_sum(s).abs_diff(total) <= 5,
+            "stages {} do not add up to total {total}",
+            s["stages"]
+        );
+        assert!(
+            s["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "peer {}",
+            s["peer"]
+        );
     }
 
     let folded = std::fs::read_to_string(out.out.join("chains.folded")).expect("chains.folded");
-    assert!(folded.lines().any(|l| l.starts_with("basic;GET /sleep/200;handler ")), "folded:\n{folded}");
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with("basic;GET /sleep/200;handler ")),
+        "folded:\n{folded}"
+    );
     let svg = std::fs::read_to_string(out.out.join("chains.svg")).expect("chains.svg");
     assert!(svg.starts_with("<?xml") && svg.contains("GET /sleep/200"));
 }
@@ -84,7 +119,11 @@ fn exec_starts_traces_and_stops_the_command() {
     let args: Vec<String> = ["exec", "--out"]
         .iter()
         .map(|s| s.to_string())
-        .chain([scratch_dir("go-exec").display().to_string(), "--".into(), bin.display().to_string()])
+        .chain([
+            scratch_dir("go-exec").display().to_string(),
+            "--".into(),
+            bin.display().to_string(),
+        ])
         .chain(["-addr".into(), format!("127.0.0.1:{port}")])
         .collect();
     let tracer = TracerRun::start(&args, &scratch_dir("go-exec")).expect("tracer exec");
@@ -94,18 +133,28 @@ fn exec_starts_traces_and_stops_the_command() {
     assert!(out.status.success(), "{}", out.stderr);
     let r = route(&out.report, "GET", "/sleep/20").expect("route");
     assert_eq!(num(r, "count"), load.responses());
-    assert!(out.report["listeners"].as_array().is_some_and(|l| l.iter().any(|l| l["port"] == port)));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the command outlived the tracer");
+    assert!(
+        out.report["listeners"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["port"] == port))
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the command outlived the tracer"
+    );
 }
 
 #[test]
 #[ignore = "needs root and Go: cargo xtask test"]
 fn a_server_exiting_mid_trace_ends_the_trace_with_what_was_seen() {
     let mut server = basic_server();
-    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("go-exit"), &[]).expect("tracer attaches");
+    let tracer =
+        TracerRun::record(&[server.pid()], &scratch_dir("go-exit"), &[]).expect("tracer attaches");
     let load = hey(&server.url("/sleep/20"), 10, 2).expect("hey");
     server.child.kill().expect("kill server");
-    let out = tracer.wait(Duration::from_secs(20)).expect("tracer ends by itself");
+    let out = tracer
+        .wait(Duration::from_secs(20))
+        .expect("tracer ends by itself");
     assert!(out.status.success(), "{}", out.stderr);
     assert!(out.stderr.contains("exited"), "stderr: {}", out.stderr);
     let r = route(&out.report, "GET", "/sleep/20").expect("route");
@@ -121,11 +170,14 @@ fn connections_open_before_tracing_are_followed() {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     let mut buf = [0u8; 4096];
-    conn.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    conn.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
     let _ = conn.read(&mut buf).expect("read");
-    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("go-preopen"), &[]).expect("tracer attaches");
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("go-preopen"), &[])
+        .expect("tracer attaches");
     for _ in 0..3 {
-        conn.write_all(b"GET /sleep/20 HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        conn.write_all(b"GET /sleep/20 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
         let _ = conn.read(&mut buf).expect("read");
     }
     drop(conn);

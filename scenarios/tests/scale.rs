@@ -10,8 +10,21 @@ fn thousands_of_connections_are_counted_and_memory_stays_flat() {
     let r = scale::run(2_000, 20_000, 2_000, &scratch_dir("scale")).expect("scale run");
     eprintln!("{r:?}");
     assert_eq!(r.dropped_events, 0, "{r:?}");
-    assert_eq!(r.requests_counted, r.requests_sent, "every request counted: {r:?}");
-    assert!(r.connections_counted >= r.held + r.churned, "every connection counted: {r:?}");
-    assert!(r.connections_open_peak >= r.held, "the held connections were open at once: {r:?}");
-    assert!(r.rss_growth_pct() <= 10.0, "tracer RSS grew {:.1}% after warm-up: {r:?}", r.rss_growth_pct());
+    assert_eq!(
+        r.requests_counted, r.requests_sent,
+        "every request counted: {r:?}"
+    );
+    assert!(
+        r.connections_counted >= r.held + r.churned,
+        "every connection counted: {r:?}"
+    );
+    assert!(
+        r.connections_open_peak >= r.held,
+        "the held connections were open at once: {r:?}"
+    );
+    assert!(
+        r.rss_growth_pct() <= 10.0,
+        "tracer RSS grew {:.1}% after warm-up: {r:?}",
+        r.rss_growth_pct()
+    );
 }

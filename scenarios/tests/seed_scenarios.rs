@@ -6,7 +6,8 @@
 use scenarios::{catalog, harness::scratch_dir};
 
 fn scenario(name: &str) {
-    let outcome = catalog::run(name, &scratch_dir(&format!("scenario-{name}"))).expect("scenario runs");
+    let outcome =
+        catalog::run(name, &scratch_dir(&format!("scenario-{name}"))).expect("scenario runs");
     assert!(
         outcome.passed(),
         "scenario {name}\ndiagnosis: {}\n{}\ntracer output:\n{}",

@@ -13,7 +13,9 @@ use serde_json::Value;
 
 fn python(role_args: &[&str], port: u16) -> Server {
     let mut cmd = Command::new("python3");
-    cmd.arg(python_script("slow_server.py")).args(role_args).args(["--port", &port.to_string()]);
+    cmd.arg(python_script("slow_server.py"))
+        .args(role_args)
+        .args(["--port", &port.to_string()]);
     Server::start(cmd, port).expect("python scenario server")
 }
 
@@ -21,7 +23,12 @@ fn python(role_args: &[&str], port: u16) -> Server {
 fn blocked_on(slow: &Value, needle: &str) -> u64 {
     slow["blocked_on"]
         .as_array()
-        .map(|v| v.iter().filter(|b| b["what"].as_str().is_some_and(|w| w.contains(needle))).map(|b| num(b, "us")).sum())
+        .map(|v| {
+            v.iter()
+                .filter(|b| b["what"].as_str().is_some_and(|w| w.contains(needle)))
+                .map(|b| num(b, "us"))
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -35,8 +42,12 @@ fn python_handlers_blocked_in_sleep_and_on_a_slow_downstream() {
     let downstream_port = free_port().expect("port");
     let _downstream = python(&["downstream", "--delay-ms", "200"], downstream_port);
     let port = free_port().expect("port");
-    let server = python(&["server", "--downstream-port", &downstream_port.to_string()], port);
-    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("py-stacks"), &[]).expect("tracer attaches");
+    let server = python(
+        &["server", "--downstream-port", &downstream_port.to_string()],
+        port,
+    );
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("py-stacks"), &[])
+        .expect("tracer attaches");
     hey(&server.url("/sleep/100"), 20, 4).expect("hey /sleep/100");
     hey(&server.url("/downstream"), 10, 2).expect("hey /downstream");
     let out = tracer.stop().expect("tracer stops");
@@ -45,28 +56,56 @@ fn python_handlers_blocked_in_sleep_and_on_a_slow_downstream() {
 
     let slow = slowest(report);
     let downstream: Vec<&Value> = slow.iter().filter(|s| s["path"] == "/downstream").collect();
-    assert!(!downstream.is_empty(), "the 200 ms downstream calls are the slowest");
+    assert!(
+        !downstream.is_empty(),
+        "the 200 ms downstream calls are the slowest"
+    );
     let outbound = format!("outbound 127.0.0.1:{downstream_port}");
     for s in &downstream {
         let (blocked, handler) = (blocked_on(s, &outbound), handler_us(s));
-        assert!(blocked * 100 >= handler * 80, "{outbound}: {blocked} of {handler} µs: {}", s["blocked_on"]);
-        assert!(s["blocked_on"][0]["what"].as_str().is_some_and(|w| w.contains(&outbound)), "top cause: {}", s["blocked_on"]);
+        assert!(
+            blocked * 100 >= handler * 80,
+            "{outbound}: {blocked} of {handler} µs: {}",
+            s["blocked_on"]
+        );
+        assert!(
+            s["blocked_on"][0]["what"]
+                .as_str()
+                .is_some_and(|w| w.contains(&outbound)),
+            "top cause: {}",
+            s["blocked_on"]
+        );
     }
 
     let sleeps: Vec<&Value> = slow.iter().filter(|s| s["path"] == "/sleep/100").collect();
     assert!(!sleeps.is_empty(), "slow list: {slow:?}");
     for s in &sleeps {
         let (blocked, handler) = (blocked_on(s, "clock_nanosleep"), handler_us(s));
-        assert!(blocked * 100 >= handler * 80, "sleep: {blocked} of {handler} µs: {}", s["blocked_on"]);
+        assert!(
+            blocked * 100 >= handler * 80,
+            "sleep: {blocked} of {handler} µs: {}",
+            s["blocked_on"]
+        );
     }
     for path in ["/sleep/100", "/downstream"] {
         let r = route(report, "GET", path).expect("route");
         let explained = r["explained_pct"].as_f64().unwrap_or(0.0);
-        assert!(explained >= 80.0, "GET {path}: stacks explain {explained}% of handler time");
+        assert!(
+            explained >= 80.0,
+            "GET {path}: stacks explain {explained}% of handler time"
+        );
     }
     let offcpu = std::fs::read_to_string(out.out.join("offcpu.folded")).expect("offcpu.folded");
-    assert!(offcpu.lines().any(|l| l.starts_with("python3;") && l.contains("clock_nanosleep")), "{offcpu}");
-    assert!(!offcpu.contains("bpf_prog_"), "the tracer's own frames are cut from stacks");
+    assert!(
+        offcpu
+            .lines()
+            .any(|l| l.starts_with("python3;") && l.contains("clock_nanosleep")),
+        "{offcpu}"
+    );
+    assert!(
+        !offcpu.contains("bpf_prog_"),
+        "the tracer's own frames are cut from stacks"
+    );
 }
 
 #[test]
@@ -77,19 +116,29 @@ fn go_handler_burning_cpu_shows_its_function() {
     let mut cmd = Command::new(bin);
     cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
     let server = Server::start(cmd, port).expect("basic server");
-    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("go-cpu"), &[]).expect("tracer attaches");
+    let tracer =
+        TracerRun::record(&[server.pid()], &scratch_dir("go-cpu"), &[]).expect("tracer attaches");
     hey(&server.url("/cpu/50"), 30, 2).expect("hey /cpu/50");
     let out = tracer.stop().expect("tracer stops");
     assert!(out.status.success(), "{}", out.stderr);
 
     let oncpu = std::fs::read_to_string(out.out.join("oncpu.folded")).expect("oncpu.folded");
-    assert!(oncpu.contains("main.burnCPU"), "oncpu.folded lacks main.burnCPU:\n{oncpu}");
-    assert!(oncpu.contains("net/http.(*conn).serve"), "oncpu.folded lacks net/http.(*conn).serve");
+    assert!(
+        oncpu.contains("main.burnCPU"),
+        "oncpu.folded lacks main.burnCPU:\n{oncpu}"
+    );
+    assert!(
+        oncpu.contains("net/http.(*conn).serve"),
+        "oncpu.folded lacks net/http.(*conn).serve"
+    );
 
     // The route's on-CPU samples, from the chain flame graph.
     let chains = std::fs::read_to_string(out.out.join("chains.folded")).expect("chains.folded");
     let (mut all, mut burn) = (0u64, 0u64);
-    for line in chains.lines().filter(|l| l.starts_with("basic;GET /cpu/50;handler;on-cpu;")) {
+    for line in chains
+        .lines()
+        .filter(|l| l.starts_with("basic;GET /cpu/50;handler;on-cpu;"))
+    {
         let (stack, n) = line.rsplit_once(' ').expect("count");
         let n: u64 = n.parse().expect("number");
         all += n;
@@ -98,9 +147,15 @@ fn go_handler_burning_cpu_shows_its_function() {
         }
     }
     assert!(all > 0, "no on-CPU samples under GET /cpu/50:\n{chains}");
-    assert!(burn * 2 >= all, "main.burnCPU holds {burn} of {all} µs of the route's on-CPU samples");
+    assert!(
+        burn * 2 >= all,
+        "main.burnCPU holds {burn} of {all} µs of the route's on-CPU samples"
+    );
     let r = route(&out.report, "GET", "/cpu/50").expect("route");
     assert!(stage(r, "handler", "p50_us") >= 50_000);
     let svg = std::fs::read_to_string(out.out.join("oncpu.svg")).expect("oncpu.svg");
-    assert!(svg.contains("on-CPU samples at 99 Hz") && svg.contains("basic"), "SVG title names process and kind");
+    assert!(
+        svg.contains("on-CPU samples at 99 Hz") && svg.contains("basic"),
+        "SVG title names process and kind"
+    );
 }

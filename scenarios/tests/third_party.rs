@@ -24,10 +24,19 @@ fn python_threading_http_server() {
     let root = docroot("python");
     let port = free_port().expect("port");
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"]).arg(&root);
+    cmd.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+    ])
+    .arg(&root);
     cmd.stderr(std::process::Stdio::null());
     let server = Server::start(cmd, port).expect("python server");
-    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("python-run"), &[]).expect("tracer attaches");
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("python-run"), &[])
+        .expect("tracer attaches");
     let ok = hey(&server.url("/hello.txt"), 60, 4).expect("hey");
     let missing = hey(&server.url("/missing"), 20, 2).expect("hey");
     let out = tracer.stop().expect("tracer stops");
@@ -69,14 +78,19 @@ http {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {p}/body;\n 
     cmd.arg("-p").arg(&prefix).arg("-c").arg(&conf);
     let server = Server::start(cmd, port).expect("nginx");
     // The master's pid: its workers are traced as its children.
-    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("nginx-run"), &[]).expect("tracer attaches");
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("nginx-run"), &[])
+        .expect("tracer attaches");
     let ok = hey(&server.url("/index.html"), 200, 4).expect("hey");
     let missing = hey(&server.url("/nope"), 30, 2).expect("hey");
     let out = tracer.stop().expect("tracer stops");
     assert!(out.status.success(), "{}", out.stderr);
     let report = &out.report;
 
-    assert!(report["processes"].as_array().is_some_and(|p| p.len() >= 3), "master and 2 workers: {}", report["processes"]);
+    assert!(
+        report["processes"].as_array().is_some_and(|p| p.len() >= 3),
+        "master and 2 workers: {}",
+        report["processes"]
+    );
     let r = route(report, "GET", "/index.html").expect("GET /index.html");
     assert_eq!(num(r, "count"), ok.responses());
     assert_eq!(status_count(r, 200), ok.responses());

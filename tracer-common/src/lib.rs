@@ -275,8 +275,12 @@ pub struct TraceLayout {
 }
 
 impl TraceLayout {
-    pub const DEFAULT: TraceLayout =
-        TraceLayout { fork_child_pid: 20, kfree_skb_reason: 36, kfree_skb_rx_sk: 24, listen_overflow_reason: u32::MAX };
+    pub const DEFAULT: TraceLayout = TraceLayout {
+        fork_child_pid: 20,
+        kfree_skb_reason: 36,
+        kfree_skb_rx_sk: 24,
+        listen_overflow_reason: u32::MAX,
+    };
 }
 
 /// Offsets of the kernel struct fields the programs read, resolved from the

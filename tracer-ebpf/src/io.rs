@@ -14,7 +14,10 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tracer_common::{AcceptEvent, BLOCKED_WRITE_SLOTS, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState, counter, dir, kind};
+use tracer_common::{
+    AcceptEvent, BLOCKED_WRITE_SLOTS, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState, counter,
+    dir, kind,
+};
 
 use crate::{
     listen,
@@ -50,7 +53,9 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
 /// `sock_{recv,send}_length(struct sock *sk, int ret, int flags)`.
 #[inline(always)]
 fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
-    let Some((tgid, tid)) = traced_current() else { return };
+    let Some((tgid, tid)) = traced_current() else {
+        return;
+    };
     let sk = arg_u64(ctx, 0);
     let ret = i64::from(ctx.arg::<i32>(1));
     if ret == -EAGAIN {
@@ -60,8 +65,14 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
     let (nr, fd, arg1) = current_syscall();
     let fd = fd as i32;
 
-    let Some(state) = socket_state(tgid, tid, sk, fd) else { return };
-    let enter_ts = if direction == dir::WRITE { write_start(tid, fd, ts) } else { ts };
+    let Some(state) = socket_state(tgid, tid, sk, fd) else {
+        return;
+    };
+    let enter_ts = if direction == dir::WRITE {
+        write_start(tid, fd, ts)
+    } else {
+        ts
+    };
     let (ready_ts, capture) = track(state, direction, ret);
     let io = IoEvent {
         hdr: header(kind::IO, tgid, tid, ts),
@@ -99,7 +110,10 @@ fn socket_state(tgid: u32, tid: u32, sk: u64, fd: i32) -> Option<*mut SockState>
         }
         return Some(state);
     }
-    let fresh = SockState { announced: 1, ..SockState::default() };
+    let fresh = SockState {
+        announced: 1,
+        ..SockState::default()
+    };
     if SOCKS.insert(&sk, &fresh, 0).is_err() {
         count(counter::SOCKS_FULL);
         return None;
@@ -112,7 +126,9 @@ fn socket_state(tgid: u32, tid: u32, sk: u64, fd: i32) -> Option<*mut SockState>
 /// it (a full send buffer), the moment it first blocked; else now.
 #[inline(always)]
 fn write_start(tid: u32, fd: i32, ts: u64) -> u64 {
-    let Some(slot) = BLOCKED_WRITE.get_ptr_mut(tid % BLOCKED_WRITE_SLOTS) else { return ts };
+    let Some(slot) = BLOCKED_WRITE.get_ptr_mut(tid % BLOCKED_WRITE_SLOTS) else {
+        return ts;
+    };
     // SAFETY: array slot, valid for this program's run.
     unsafe {
         if (*slot).tid != tid || (*slot).ts == 0 {
@@ -120,7 +136,11 @@ fn write_start(tid: u32, fd: i32, ts: u64) -> u64 {
         }
         let start = (*slot).ts;
         (*slot).ts = 0;
-        if (*slot).fd == fd && start < ts { start } else { ts }
+        if (*slot).fd == fd && start < ts {
+            start
+        } else {
+            ts
+        }
     }
 }
 
@@ -157,7 +177,11 @@ fn capture_len(captured: u64, ret: i64) -> u64 {
         return 0;
     }
     let room = PAYLOAD_MAX as u64 - captured;
-    if (ret as u64) < room { ret as u64 } else { room }
+    if (ret as u64) < room {
+        ret as u64
+    } else {
+        room
+    }
 }
 
 /// Where the syscall's first user buffer starts, and how long it is.
@@ -221,14 +245,19 @@ fn emit_with_payload(io: IoEvent, (src, src_len): (u64, u64), want: u64) {
 /// the port and the accept queue left behind.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let Some((tgid, tid)) = traced_current() else { return 0 };
+    let Some((tgid, tid)) = traced_current() else {
+        return 0;
+    };
     // SAFETY: offset of `ret` in every sys_exit record.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
     if ret < 0 {
         return 0;
     }
     let (_, listen_fd, _) = current_syscall();
-    let (mut port, mut backlog, mut backlog_max, mut listener_drops) = (0, u32::MAX, u32::MAX, u32::MAX);
+    let (mut port, mut backlog, mut backlog_max, mut listener_drops) =
+        (0, u32::MAX, u32::MAX, u32::MAX);
     if let Some(listener) = listen::current_fd_socket(listen_fd) {
         port = sock::local_port(listener);
         listen::remember(port, listener);

@@ -22,7 +22,11 @@ use crate::{
 pub fn backlog(listener: u64) -> (u32, u32, u32) {
     let o = setting(&OFFSETS);
     let field = |off| read_field::<u32>(listener, off).unwrap_or(u32::MAX);
-    (field(o.sock_ack_backlog), field(o.sock_max_ack_backlog), field(o.sock_drops))
+    (
+        field(o.sock_ack_backlog),
+        field(o.sock_max_ack_backlog),
+        field(o.sock_drops),
+    )
 }
 
 /// The socket behind fd `fd` of the current task:
@@ -63,7 +67,17 @@ fn bump(port: u16, overflow: u64, synack: u64) {
             (*c).overflows += overflow;
             (*c).synack_retransmits += synack;
         }
-    } else if LISTEN_COUNTERS.insert(&port, &ListenCounters { overflows: overflow, synack_retransmits: synack }, 0).is_err() {
+    } else if LISTEN_COUNTERS
+        .insert(
+            &port,
+            &ListenCounters {
+                overflows: overflow,
+                synack_retransmits: synack,
+            },
+            0,
+        )
+        .is_err()
+    {
         count(counter::SOCKS_FULL);
     }
 }
@@ -74,12 +88,16 @@ fn bump(port: u16, overflow: u64, synack: u64) {
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     let layout = setting(&LAYOUT);
     // SAFETY: offsets from this kernel's tracepoint format.
-    let Ok(reason) = (unsafe { ctx.read_at::<u32>(layout.kfree_skb_reason as usize) }) else { return 0 };
+    let Ok(reason) = (unsafe { ctx.read_at::<u32>(layout.kfree_skb_reason as usize) }) else {
+        return 0;
+    };
     if reason != layout.listen_overflow_reason {
         return 0;
     }
     // SAFETY: as above.
-    let Ok(listener) = (unsafe { ctx.read_at::<u64>(layout.kfree_skb_rx_sk as usize) }) else { return 0 };
+    let Ok(listener) = (unsafe { ctx.read_at::<u64>(layout.kfree_skb_rx_sk as usize) }) else {
+        return 0;
+    };
     let port = sock::local_port(listener);
     if listener != 0 && is_listen_port(port) {
         remember(port, listener);
@@ -92,7 +110,9 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets of the stable tcp_retransmit_synack format.
-    let (Ok(listener), Ok(port)) = (unsafe { ctx.read_at::<u64>(8) }, unsafe { ctx.read_at::<u16>(24) }) else {
+    let (Ok(listener), Ok(port)) = (unsafe { ctx.read_at::<u64>(8) }, unsafe {
+        ctx.read_at::<u16>(24)
+    }) else {
         return 0;
     };
     if is_listen_port(port) {

@@ -10,8 +10,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use tracer_common::{
-    BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, ListenCounters, OffCpuStart, SockState, StackKey, TraceLayout,
-    counter,
+    BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, ListenCounters, OffCpuStart, SockState,
+    StackKey, TraceLayout, counter,
 };
 
 /// Ring-buffer bytes pending before a record forces a wake-up of the reader;
@@ -54,7 +54,8 @@ pub static LISTENERS: HashMap<u16, u64> = HashMap::with_max_entries(1024, 0);
 
 /// Overflows and SYN-ACK retransmits per watched port.
 #[map]
-pub static LISTEN_COUNTERS: PerCpuHashMap<u16, ListenCounters> = PerCpuHashMap::with_max_entries(1024, 0);
+pub static LISTEN_COUNTERS: PerCpuHashMap<u16, ListenCounters> =
+    PerCpuHashMap::with_max_entries(1024, 0);
 
 /// Traced threads blocked inside a socket write, at `tid % slots`: an array
 /// rather than a hash, since every traced write looks here.

@@ -16,7 +16,10 @@ use crate::{
     listen,
     maps::{LAYOUT, LISTEN_PORTS, LISTENERS, OFFSETS, SOCKS, TRACED, setting},
     sock,
-    util::{arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now, traced_current, traced_kind},
+    util::{
+        arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now,
+        traced_current, traced_kind,
+    },
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -52,7 +55,9 @@ const AF_INET: u16 = 2;
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     // SAFETY: the struct mirrors the tracepoint's format.
-    let Ok(ev) = (unsafe { ctx.read_at::<InetSockSetState>(0) }) else { return 0 };
+    let Ok(ev) = (unsafe { ctx.read_at::<InetSockSetState>(0) }) else {
+        return 0;
+    };
     match (ev.oldstate, ev.newstate) {
         (TCP_SYN_RECV, TCP_ESTABLISHED) => passive_open(&ev),
         (_, TCP_LISTEN) => listen(&ev),
@@ -62,7 +67,9 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         // whatever task is current, and make other transitions; only a RST
         // received while established (ESTABLISHED -> CLOSE) looks the same,
         // and then the connection is over either way.
-        (TCP_ESTABLISHED | TCP_SYN_RECV, TCP_FIN_WAIT1) | (TCP_CLOSE_WAIT, TCP_LAST_ACK) => closed_by_process(&ev),
+        (TCP_ESTABLISHED | TCP_SYN_RECV, TCP_FIN_WAIT1) | (TCP_CLOSE_WAIT, TCP_LAST_ACK) => {
+            closed_by_process(&ev)
+        }
         (TCP_ESTABLISHED | TCP_CLOSE_WAIT, TCP_CLOSE) => {
             closed_by_process(&ev);
             let _ = SOCKS.remove(&ev.skaddr);
@@ -122,7 +129,9 @@ fn passive_open(ev: &InetSockSetState) {
 /// `listen()` runs in the caller's context: a traced process gains a port.
 #[inline(always)]
 fn listen(ev: &InetSockSetState) {
-    let Some((tgid, tid)) = traced_current() else { return };
+    let Some((tgid, tid)) = traced_current() else {
+        return;
+    };
     let _ = LISTEN_PORTS.set(u32::from(ev.sport), &1, 0);
     listen::remember(ev.sport, ev.skaddr);
     emit(&sock_event(kind::LISTEN, tgid, tid, ev));
@@ -131,7 +140,9 @@ fn listen(ev: &InetSockSetState) {
 /// `connect()` of a traced process: an outbound connection, with its fd.
 #[inline(always)]
 fn connect(ev: &InetSockSetState) {
-    let Some((tgid, tid)) = traced_current() else { return };
+    let Some((tgid, tid)) = traced_current() else {
+        return;
+    };
     let (nr, fd, _) = current_syscall();
     let fd = if nr == NR_CONNECT { fd as i32 } else { -1 };
     emit(&sock::describe(kind::CONNECT, tgid, tid, ev.skaddr, fd));
@@ -142,8 +153,13 @@ fn connect(ev: &InetSockSetState) {
 /// reported here).
 #[inline(always)]
 fn closed_by_process(ev: &InetSockSetState) {
-    let Some((tgid, tid)) = traced_current() else { return };
-    emit(&CloseEvent { hdr: header(kind::CLOSE, tgid, tid, now()), sk: ev.skaddr });
+    let Some((tgid, tid)) = traced_current() else {
+        return;
+    };
+    emit(&CloseEvent {
+        hdr: header(kind::CLOSE, tgid, tid, now()),
+        sk: ev.skaddr,
+    });
 }
 
 /// Request bytes reached a socket's receive queue (softirq, or the sender's
@@ -173,9 +189,12 @@ pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
 /// userspace removes the entries that turn out to be threads.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let Some((tgid, tid)) = traced_current() else { return 0 };
+    let Some((tgid, tid)) = traced_current() else {
+        return 0;
+    };
     // SAFETY: the offset comes from this kernel's tracepoint format.
-    let Ok(child) = (unsafe { ctx.read_at::<i32>(setting(&LAYOUT).fork_child_pid as usize) }) else {
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(setting(&LAYOUT).fork_child_pid as usize) })
+    else {
         return 0;
     };
     let child = child as u32;
@@ -183,6 +202,10 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = TRACED.set(child, &traced_kind(tgid), 0);
-    emit(&ForkEvent { hdr: header(kind::FORK, tgid, tid, now()), child_pid: child, _pad: 0 });
+    emit(&ForkEvent {
+        hdr: header(kind::FORK, tgid, tid, now()),
+        child_pid: child,
+        _pad: 0,
+    });
     0
 }

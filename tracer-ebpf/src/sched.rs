@@ -11,12 +11,19 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, PerfEventContext, tracing::StackIdContext},
 };
 use tracer_common::{
-    BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter, kind, traced,
+    BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter,
+    kind, traced,
 };
 
 use crate::{
-    maps::{BLOCKED_WRITE, MIN_BLOCK_NS, OFF_CPU_ENABLED, OFFCPU_START, OFFCPU_US, OFFSETS, ONCPU_COUNTS, STACKS, setting},
-    util::{add, count, current_syscall, emit, header, is_traced, load_field, now, traced_current, traced_kind},
+    maps::{
+        BLOCKED_WRITE, MIN_BLOCK_NS, OFF_CPU_ENABLED, OFFCPU_START, OFFCPU_US, OFFSETS,
+        ONCPU_COUNTS, STACKS, setting,
+    },
+    util::{
+        add, count, current_syscall, emit, header, is_traced, load_field, now, traced_current,
+        traced_kind,
+    },
 };
 
 /// Syscalls whose first argument is the fd waited on (x86_64 numbers).
@@ -42,11 +49,26 @@ fn stack_id<C: StackIdContext>(ctx: &C, flags: u64) -> i32 {
 
 #[perf_event]
 pub fn on_cpu(ctx: PerfEventContext) -> u32 {
-    let Some((tgid, tid)) = traced_current() else { return 0 };
+    let Some((tgid, tid)) = traced_current() else {
+        return 0;
+    };
     let user = stack_id(&ctx, u64::from(BPF_F_USER_STACK));
     let kernel = stack_id(&ctx, 0);
-    add(&ONCPU_COUNTS, &StackKey { tgid, user_stack: user, kernel_stack: kernel, _pad: 0 }, 1);
-    emit(&SampleEvent { hdr: header(kind::SAMPLE, tgid, tid, now()), user_stack: user, kernel_stack: kernel });
+    add(
+        &ONCPU_COUNTS,
+        &StackKey {
+            tgid,
+            user_stack: user,
+            kernel_stack: kernel,
+            _pad: 0,
+        },
+        1,
+    );
+    emit(&SampleEvent {
+        hdr: header(kind::SAMPLE, tgid, tid, now()),
+        user_stack: user,
+        kernel_stack: kernel,
+    });
     0
 }
 
@@ -121,7 +143,9 @@ fn contains<const N: usize>(set: &[i64; N], nr: i64) -> bool {
 /// The first block inside a socket write marks when the write started.
 #[inline(always)]
 fn note_blocked_write(tid: u32, fd: i64, ts: u64) {
-    let Some(slot) = BLOCKED_WRITE.get_ptr_mut(tid % BLOCKED_WRITE_SLOTS) else { return };
+    let Some(slot) = BLOCKED_WRITE.get_ptr_mut(tid % BLOCKED_WRITE_SLOTS) else {
+        return;
+    };
     // SAFETY: array slot, valid for this program's run.
     unsafe {
         if (*slot).ts != 0 && (*slot).tid == tid && i64::from((*slot).fd) == fd {
@@ -129,11 +153,18 @@ fn note_blocked_write(tid: u32, fd: i64, ts: u64) {
         }
         // Another writer holds the slot: its start time wins, unless it is
         // stale (a write that blocked on something other than a socket).
-        if (*slot).ts != 0 && (*slot).tid != tid && ts.saturating_sub((*slot).ts) < STALE_BLOCKED_WRITE_NS {
+        if (*slot).ts != 0
+            && (*slot).tid != tid
+            && ts.saturating_sub((*slot).ts) < STALE_BLOCKED_WRITE_NS
+        {
             count(counter::BLOCKED_WRITE_FULL);
             return;
         }
-        *slot = BlockedWrite { ts, fd: fd as i32, tid };
+        *slot = BlockedWrite {
+            ts,
+            fd: fd as i32,
+            tid,
+        };
     }
 }
 
@@ -144,7 +175,11 @@ fn blocking_syscall() -> (i64, i64) {
     if nr < 0 {
         return (-1, -1);
     }
-    let mut fd = if contains(&FD_SYSCALLS, nr) { arg0 as i32 as i64 } else { -1 };
+    let mut fd = if contains(&FD_SYSCALLS, nr) {
+        arg0 as i32 as i64
+    } else {
+        -1
+    };
     if nr == NR_POLL || nr == NR_PPOLL {
         // `struct pollfd` starts with the fd; the first one is what a
         // single-socket wait (Python's socket timeouts) is about.
@@ -158,13 +193,20 @@ fn blocking_syscall() -> (i64, i64) {
 #[inline(always)]
 fn resume(tid: u32, ts: u64) {
     // SAFETY: plain value copied out before removal.
-    let Some(start) = (unsafe { OFFCPU_START.get(&tid) }).copied() else { return };
+    let Some(start) = (unsafe { OFFCPU_START.get(&tid) }).copied() else {
+        return;
+    };
     let _ = OFFCPU_START.remove(&tid);
     let blocked = ts.saturating_sub(start.ts);
     if blocked < setting(&MIN_BLOCK_NS) {
         return;
     }
-    let key = StackKey { tgid: start.tgid, user_stack: start.user_stack, kernel_stack: start.kernel_stack, _pad: 0 };
+    let key = StackKey {
+        tgid: start.tgid,
+        user_stack: start.user_stack,
+        kernel_stack: start.kernel_stack,
+        _pad: 0,
+    };
     add(&OFFCPU_US, &key, blocked / 1000);
     emit(&OffCpuEvent {
         hdr: header(kind::OFF_CPU, start.tgid, tid, ts),
@@ -188,11 +230,18 @@ pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     let offsets = setting(&OFFSETS);
     // SAFETY: a `struct task_struct *` argument; pid and tgid are its pid_t fields.
-    let (tgid, tid) = unsafe { (load_field::<u32>(task, offsets.task_tgid), load_field::<u32>(task, offsets.task_pid)) };
+    let (tgid, tid) = unsafe {
+        (
+            load_field::<u32>(task, offsets.task_tgid),
+            load_field::<u32>(task, offsets.task_pid),
+        )
+    };
     if !is_traced(tgid) {
         return 0;
     }
-    let Some(start) = OFFCPU_START.get_ptr_mut(&tid) else { return 0 };
+    let Some(start) = OFFCPU_START.get_ptr_mut(&tid) else {
+        return 0;
+    };
     let id = bpf_get_current_pid_tgid();
     // SAFETY: map value pointer valid for this program's run.
     unsafe {

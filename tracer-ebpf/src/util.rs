@@ -3,7 +3,10 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, generated,
+    },
     maps::PerCpuHashMap,
 };
 use tracer_common::{EventHeader, KernelOffsets, counter, traced};
@@ -64,7 +67,14 @@ pub fn now() -> u64 {
 
 #[inline(always)]
 pub fn header(kind: u8, tgid: u32, tid: u32, ts: u64) -> EventHeader {
-    EventHeader { kind, _pad: [0; 3], tgid, tid, _pad2: 0, ts }
+    EventHeader {
+        kind,
+        _pad: [0; 3],
+        tgid,
+        tid,
+        _pad2: 0,
+        ts,
+    }
 }
 
 /// Argument `n` of a BTF tracepoint as a plain number. The verifier types
@@ -110,7 +120,11 @@ pub fn current_syscall() -> (i64, u64, u64) {
     unsafe {
         let regs = generated::bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
         let o = setting(&OFFSETS);
-        (load_field::<i64>(regs, o.pt_regs_orig_ax), load_field::<u64>(regs, o.pt_regs_di), load_field::<u64>(regs, o.pt_regs_si))
+        (
+            load_field::<i64>(regs, o.pt_regs_orig_ax),
+            load_field::<u64>(regs, o.pt_regs_di),
+            load_field::<u64>(regs, o.pt_regs_si),
+        )
     }
 }
 

@@ -13,9 +13,15 @@ pub fn describe(cause: &Cause, leaf_frame: Option<&str>) -> String {
         _ if *cause == Cause::OTHER => return "other causes".to_string(),
         _ => {}
     }
-    let syscall = syscalls::name(cause.syscall).map(str::to_string).unwrap_or_else(|| {
-        if cause.syscall < 0 { "no syscall (page fault or preemption in kernel)".to_string() } else { format!("syscall {}", cause.syscall) }
-    });
+    let syscall = syscalls::name(cause.syscall)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if cause.syscall < 0 {
+                "no syscall (page fault or preemption in kernel)".to_string()
+            } else {
+                format!("syscall {}", cause.syscall)
+            }
+        });
     let mut what = match cause.target {
         Target::None => syscall,
         target => format!("{syscall} on {}", target_name(target)),
@@ -41,18 +47,38 @@ mod tests {
     use super::*;
 
     fn cause(syscall: i64, target: Target) -> Cause {
-        Cause { tgid: 1, syscall, target, user_stack: 1 }
+        Cause {
+            tgid: 1,
+            syscall,
+            target,
+            user_stack: 1,
+        }
     }
 
     #[test]
     fn names_outbound_dns_and_plain_waits() {
         let peer = "127.0.0.1:9001".parse().expect("addr");
-        assert_eq!(describe(&cause(45, Target::Outbound(peer)), Some("__libc_recv")), "recvfrom on outbound 127.0.0.1:9001 (__libc_recv)");
+        assert_eq!(
+            describe(&cause(45, Target::Outbound(peer)), Some("__libc_recv")),
+            "recvfrom on outbound 127.0.0.1:9001 (__libc_recv)"
+        );
         let dns = "127.0.0.1:53".parse().expect("addr");
-        assert_eq!(describe(&cause(7, Target::Dns(dns)), None), "poll on DNS 127.0.0.1:53");
-        assert_eq!(describe(&cause(230, Target::None), Some("[unknown]")), "clock_nanosleep");
+        assert_eq!(
+            describe(&cause(7, Target::Dns(dns)), None),
+            "poll on DNS 127.0.0.1:53"
+        );
+        assert_eq!(
+            describe(&cause(230, Target::None), Some("[unknown]")),
+            "clock_nanosleep"
+        );
         assert_eq!(describe(&cause(999, Target::None), None), "syscall 999");
-        assert_eq!(describe(&cause(Cause::WAIT_RESPONSE, Target::Outbound(peer)), None), "response from outbound 127.0.0.1:9001");
-        assert_eq!(describe(&cause(Cause::WAIT_CONNECT, Target::Dns(dns)), Some("x")), "connect to DNS 127.0.0.1:53");
+        assert_eq!(
+            describe(&cause(Cause::WAIT_RESPONSE, Target::Outbound(peer)), None),
+            "response from outbound 127.0.0.1:9001"
+        );
+        assert_eq!(
+            describe(&cause(Cause::WAIT_CONNECT, Target::Dns(dns)), Some("x")),
+            "connect to DNS 127.0.0.1:53"
+        );
     }
 }

@@ -262,7 +262,10 @@ impl Connection {
 
     /// A connection that was already open when tracing began.
     pub fn already_open() -> Self {
-        Connection { accepted_ns: None, ..Connection::accepted(0) }
+        Connection {
+            accepted_ns: None,
+            ..Connection::accepted(0)
+        }
     }
 
     /// The handshake time, learnt once the connection's socket is known.
@@ -278,7 +281,11 @@ impl Connection {
         if io.ret <= 0 {
             return self.client_gone(io.exit_ns);
         }
-        let done = if self.phase == Phase::Writing { self.finish(Outcome::Complete, 0) } else { None };
+        let done = if self.phase == Phase::Writing {
+            self.finish(Outcome::Complete, 0)
+        } else {
+            None
+        };
         let pending = self.pending.get_or_insert_with(|| Pending {
             ready_ns: io.ready_ns,
             first_read_exit: io.exit_ns,
@@ -372,8 +379,16 @@ impl Connection {
 
         // Where waiting for this request could begin: after the previous
         // response, or after accept for the first request of the connection.
-        let base = if seq == 0 { self.accepted_ns } else { self.prev_end_ns };
-        let ready = if p.ready_ns != 0 { p.ready_ns } else { p.first_read_exit };
+        let base = if seq == 0 {
+            self.accepted_ns
+        } else {
+            self.prev_end_ns
+        };
+        let ready = if p.ready_ns != 0 {
+            p.ready_ns
+        } else {
+            p.first_read_exit
+        };
         let wait_from = base.map_or(ready, |b| ready.max(b)).min(p.first_read_exit);
 
         let mut stages = StageTimes::default();
@@ -423,11 +438,25 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn read(at_ms: u64, ret: i64, ready_ms: u64, payload: &'static [u8]) -> Io<'static> {
-        Io { tid: 7, enter_ns: at_ms * MS - 10, exit_ns: at_ms * MS, ret, ready_ns: ready_ms * MS, payload }
+        Io {
+            tid: 7,
+            enter_ns: at_ms * MS - 10,
+            exit_ns: at_ms * MS,
+            ret,
+            ready_ns: ready_ms * MS,
+            payload,
+        }
     }
 
     fn write(enter_ms: u64, exit_ms: u64, ret: i64, payload: &'static [u8]) -> Io<'static> {
-        Io { tid: 8, enter_ns: enter_ms * MS, exit_ns: exit_ms * MS, ret, ready_ns: 0, payload }
+        Io {
+            tid: 8,
+            enter_ns: enter_ms * MS,
+            exit_ns: exit_ms * MS,
+            ret,
+            ready_ns: 0,
+            payload,
+        }
     }
 
     fn ms(req: &Request, stage: Stage) -> u64 {
@@ -438,10 +467,19 @@ mod tests {
     fn single_request_has_every_stage() {
         let mut c = Connection::accepted(100 * MS);
         c.set_established(90 * MS);
-        assert!(c.on_read(&read(105, 80, 102, b"GET /slow?x=1 HTTP/1.1\r\n")).is_none());
-        assert!(c.on_write(&write(305, 306, 120, b"HTTP/1.1 200 OK\r\n")).is_none());
+        assert!(
+            c.on_read(&read(105, 80, 102, b"GET /slow?x=1 HTTP/1.1\r\n"))
+                .is_none()
+        );
+        assert!(
+            c.on_write(&write(305, 306, 120, b"HTTP/1.1 200 OK\r\n"))
+                .is_none()
+        );
         let r = c.on_close(310 * MS).expect("request");
-        assert_eq!((r.method(), r.path(), r.status), (Some("GET"), Some("/slow"), Some(200)));
+        assert_eq!(
+            (r.method(), r.path(), r.status),
+            (Some("GET"), Some("/slow"), Some(200))
+        );
         assert_eq!(ms(&r, Stage::AcceptQueue), 10);
         assert_eq!(ms(&r, Stage::ReadWait), 3);
         assert_eq!(ms(&r, Stage::RequestRead), 0);
@@ -530,7 +568,9 @@ mod tests {
         c.on_read(&read(10, 80, 9, b"GET /big HTTP/1.1\r\n"));
         c.on_write(&write(20, 21, 65536, b"HTTP/1.1 200 OK\r\n"));
         c.on_write(&write(21, 30, 65536, b""));
-        let r = c.on_write(&write(30, 35, -32, b"")).expect("request ends on EPIPE");
+        let r = c
+            .on_write(&write(30, 35, -32, b""))
+            .expect("request ends on EPIPE");
         assert_eq!(r.outcome, Outcome::ClientClosed);
         assert_eq!(r.status, Some(200));
         assert_eq!(ms(&r, Stage::ResponseWrite), 15);
@@ -569,7 +609,12 @@ mod tests {
     #[test]
     fn interim_response_does_not_end_the_request() {
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, 100, 9, b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\n"));
+        c.on_read(&read(
+            10,
+            100,
+            9,
+            b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\n",
+        ));
         c.on_write(&write(11, 11, 25, b"HTTP/1.1 100 Continue\r\n\r\n"));
         c.on_read(&read(50, 1000, 49, b"body"));
         c.on_write(&write(60, 61, 30, b"HTTP/1.1 204 No Content\r\n"));
@@ -607,7 +652,10 @@ mod tests {
     #[test]
     fn greeting_before_any_request_is_ignored() {
         let mut c = Connection::accepted(0);
-        assert!(c.on_write(&write(1, 1, 20, b"220 smtp ready\r\n")).is_none());
+        assert!(
+            c.on_write(&write(1, 1, 20, b"220 smtp ready\r\n"))
+                .is_none()
+        );
         assert!(c.on_trace_end(5 * MS).is_none());
     }
 }

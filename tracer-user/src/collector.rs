@@ -40,7 +40,8 @@ pub struct Listener {
 impl Listener {
     /// Handshakes the listener dropped while traced.
     pub fn drops(&self) -> Option<u64> {
-        self.drops_seen.map(|(first, last)| u64::from(last.wrapping_sub(first)))
+        self.drops_seen
+            .map(|(first, last)| u64::from(last.wrapping_sub(first)))
     }
 }
 
@@ -155,7 +156,8 @@ impl Collector {
                 }
                 if self.accepts.len() >= SWEEP_AT {
                     let now = a.hdr.ts;
-                    self.accepts.retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
+                    self.accepts
+                        .retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
                 }
                 self.accepts.insert(key, a.hdr.ts);
                 self.queue_sample(a.port, a.backlog, a.backlog_max, a.listener_drops);
@@ -164,7 +166,8 @@ impl Collector {
             Event::Io(io, payload) => self.on_io(&io, payload),
             Event::Connect(c) => {
                 self.fds.insert((c.hdr.tgid, c.fd), c.sk);
-                self.exchanges.open(c.hdr.tgid, c.sk, target_of(c.remote()), c.hdr.ts, true);
+                self.exchanges
+                    .open(c.hdr.tgid, c.sk, target_of(c.remote()), c.hdr.ts, true);
             }
             Event::Close(c) => {
                 self.close(c.sk, c.hdr.ts);
@@ -174,7 +177,12 @@ impl Collector {
             Event::Listen(s) => self.add_listener(s.hdr.tgid, s.sport),
             Event::Fork(f) => self.forks.push(f.child_pid),
             Event::Sample(s) => {
-                let sample = Sample { ts: s.hdr.ts, tgid: s.hdr.tgid, user_stack: s.user_stack, kernel_stack: s.kernel_stack };
+                let sample = Sample {
+                    ts: s.hdr.ts,
+                    tgid: s.hdr.tgid,
+                    user_stack: s.user_stack,
+                    kernel_stack: s.kernel_stack,
+                };
                 self.note_stack(s.hdr.tgid, s.user_stack, s.kernel_stack);
                 self.timeline.push_sample(s.hdr.tid, sample);
             }
@@ -183,13 +191,18 @@ impl Collector {
     }
 
     fn queue_sample(&mut self, port: u16, depth: u32, limit: u32, drops: u32) {
-        let Some(l) = self.listeners.get_mut(&port) else { return };
+        let Some(l) = self.listeners.get_mut(&port) else {
+            return;
+        };
         if depth != u32::MAX {
             l.queue.record(depth);
             l.backlog_limit = Some(limit);
         }
         if drops != u32::MAX {
-            l.drops_seen = Some(l.drops_seen.map_or((drops, drops), |(first, _)| (first, drops)));
+            l.drops_seen = Some(
+                l.drops_seen
+                    .map_or((drops, drops), |(first, _)| (first, drops)),
+            );
         }
     }
 
@@ -197,9 +210,16 @@ impl Collector {
         self.queue_sample(s.sport, s.backlog, s.backlog_max, s.listener_drops);
         if self.handshakes.len() >= SWEEP_AT {
             let now = s.hdr.ts;
-            self.handshakes.retain(|_, h| now.saturating_sub(h.ts) < HANDSHAKE_TTL_NS);
+            self.handshakes
+                .retain(|_, h| now.saturating_sub(h.ts) < HANDSHAKE_TTL_NS);
         }
-        self.handshakes.insert(s.sk, Handshake { ts: s.hdr.ts, peer: s.remote() });
+        self.handshakes.insert(
+            s.sk,
+            Handshake {
+                ts: s.hdr.ts,
+                peer: s.remote(),
+            },
+        );
     }
 
     /// First use of a socket by a traced process: an inbound connection
@@ -213,9 +233,11 @@ impl Collector {
             return;
         }
         let handshake = self.handshakes.remove(&s.sk);
-        let inbound = s.protocol != IPPROTO_UDP && (handshake.is_some() || self.listeners.contains_key(&s.sport));
+        let inbound = s.protocol != IPPROTO_UDP
+            && (handshake.is_some() || self.listeners.contains_key(&s.sport));
         if !inbound {
-            self.exchanges.open(pid, s.sk, target_of(s.remote()), s.hdr.ts, false);
+            self.exchanges
+                .open(pid, s.sk, target_of(s.remote()), s.hdr.ts, false);
             return;
         }
         let mut chain = match self.accepts.remove(&key) {
@@ -231,8 +253,18 @@ impl Collector {
         if let Some(h) = &handshake {
             chain.set_established(h.ts);
         }
-        let peer = handshake.map(|h| h.peer).or_else(|| s.has_addresses().then(|| s.remote()));
-        self.conns.insert(s.sk, Conn { pid, fd: s.fd, chain, peer });
+        let peer = handshake
+            .map(|h| h.peer)
+            .or_else(|| s.has_addresses().then(|| s.remote()));
+        self.conns.insert(
+            s.sk,
+            Conn {
+                pid,
+                fd: s.fd,
+                chain,
+                peer,
+            },
+        );
         self.connections += 1;
         self.open_peak = self.open_peak.max(self.conns.len());
     }
@@ -244,8 +276,19 @@ impl Collector {
             }
             return;
         };
-        let io = Io { tid: ev.hdr.tid, enter_ns: ev.enter_ts, exit_ns: ev.hdr.ts, ret: ev.ret, ready_ns: ev.ready_ts, payload };
-        let done = if ev.dir == dir::READ { conn.chain.on_read(&io) } else { conn.chain.on_write(&io) };
+        let io = Io {
+            tid: ev.hdr.tid,
+            enter_ns: ev.enter_ts,
+            exit_ns: ev.hdr.ts,
+            ret: ev.ret,
+            ready_ns: ev.ready_ts,
+            payload,
+        };
+        let done = if ev.dir == dir::READ {
+            conn.chain.on_read(&io)
+        } else {
+            conn.chain.on_write(&io)
+        };
         if let Some(req) = done {
             let (pid, peer) = (conn.pid, conn.peer);
             self.finish(pid, peer, req);
@@ -253,7 +296,12 @@ impl Collector {
     }
 
     fn note_stack(&mut self, tgid: u32, user_stack: i32, kernel_stack: i32) {
-        self.new_stacks.push(StackKey { tgid, user_stack, kernel_stack, _pad: 0 });
+        self.new_stacks.push(StackKey {
+            tgid,
+            user_stack,
+            kernel_stack,
+            _pad: 0,
+        });
     }
 
     fn on_off_cpu(&mut self, o: &OffCpuEvent) {
@@ -262,7 +310,9 @@ impl Collector {
             return;
         }
         // Resolved now, while the fd still names what it named when the thread blocked.
-        let sk = (o.fd >= 0).then(|| self.fds.get(&(tgid, o.fd as i32)).copied()).flatten();
+        let sk = (o.fd >= 0)
+            .then(|| self.fds.get(&(tgid, o.fd as i32)).copied())
+            .flatten();
         let target = match sk {
             Some(sk) if self.conns.contains_key(&sk) => Target::Inbound,
             Some(sk) => self.exchanges.target(sk).unwrap_or(Target::None),
@@ -287,7 +337,11 @@ impl Collector {
     /// An fd that named `sk` now names something else: close the connection
     /// if it still is the one behind that fd (socket addresses are reused).
     fn close_fd(&mut self, sk: u64, (pid, fd): (u32, i32), ts: u64) {
-        if self.conns.get(&sk).is_some_and(|c| c.pid == pid && c.fd == fd) {
+        if self
+            .conns
+            .get(&sk)
+            .is_some_and(|c| c.pid == pid && c.fd == fd)
+        {
             self.close(sk, ts);
         }
     }
@@ -304,11 +358,18 @@ impl Collector {
     }
 
     fn finish(&mut self, pid: u32, peer: Option<SocketAddr>, req: Request) {
-        let comm = self.comms.get(&pid).cloned().unwrap_or_else(|| Rc::from(pid.to_string()));
+        let comm = self
+            .comms
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| Rc::from(pid.to_string()));
         let (from, to) = req.handler_ns;
-        let mut attribution = self.timeline.within(&[req.read_tid, req.write_tid], from, to);
+        let mut attribution = self
+            .timeline
+            .within(&[req.read_tid, req.write_tid], from, to);
         attribution.waits = self.exchanges.claim(pid, from, to);
-        self.stats.record(req, Origin { pid, comm, peer }, &attribution);
+        self.stats
+            .record(req, Origin { pid, comm, peer }, &attribution);
     }
 
     /// Gives back the memory of tables that emptied since their peak (many
@@ -321,7 +382,12 @@ impl Collector {
             }
             big
         }
-        let shrunk = [shrink(&mut self.conns), shrink(&mut self.fds), shrink(&mut self.accepts), shrink(&mut self.handshakes)];
+        let shrunk = [
+            shrink(&mut self.conns),
+            shrink(&mut self.fds),
+            shrink(&mut self.accepts),
+            shrink(&mut self.handshakes),
+        ];
         shrunk.iter().any(|&s| s) | self.exchanges.compact()
     }
 
@@ -349,7 +415,11 @@ impl Collector {
 
 /// A peer as a blocking target: port 53 is DNS.
 fn target_of(peer: SocketAddr) -> Target {
-    if peer.port() == DNS_PORT { Target::Dns(peer) } else { Target::Outbound(peer) }
+    if peer.port() == DNS_PORT {
+        Target::Dns(peer)
+    } else {
+        Target::Outbound(peer)
+    }
 }
 
 #[cfg(test)]
@@ -360,18 +430,41 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn hdr(kind: u8, ts_ms: u64) -> EventHeader {
-        EventHeader { kind, tgid: 10, tid: 11, ts: ts_ms * MS, ..Default::default() }
+        EventHeader {
+            kind,
+            tgid: 10,
+            tid: 11,
+            ts: ts_ms * MS,
+            ..Default::default()
+        }
     }
 
     fn socket(sk: u64, fd: i32, sport: u16, dport: u16, ts_ms: u64) -> Event<'static> {
-        let mut s = SocketEvent { hdr: hdr(kind::SOCKET, ts_ms), sk, fd, family: 2, protocol: 6, sport, dport, ..Default::default() };
+        let mut s = SocketEvent {
+            hdr: hdr(kind::SOCKET, ts_ms),
+            sk,
+            fd,
+            family: 2,
+            protocol: 6,
+            sport,
+            dport,
+            ..Default::default()
+        };
         s.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         s.daddr[..4].copy_from_slice(&[10, 0, 0, 9]);
         Event::Socket(s)
     }
 
     fn io(sk: u64, fd: i32, d: u8, ts_ms: u64, ret: i64) -> IoEvent {
-        IoEvent { hdr: hdr(kind::IO, ts_ms), enter_ts: ts_ms * MS, sk, ret, fd, dir: d, ..Default::default() }
+        IoEvent {
+            hdr: hdr(kind::IO, ts_ms),
+            enter_ts: ts_ms * MS,
+            sk,
+            ret,
+            fd,
+            dir: d,
+            ..Default::default()
+        }
     }
 
     fn accept(fd: i32, ts_ms: u64) -> Event<'static> {
@@ -409,19 +502,35 @@ mod tests {
         c.handle(Event::Established(est));
         c.handle(accept(7, 8));
         c.handle(socket(0xa, 7, 80, 4000, 9));
-        c.handle(Event::Io(io(0xa, 7, dir::READ, 9, 40), b"GET /x HTTP/1.1\r\n"));
-        c.handle(Event::Io(io(0xa, 7, dir::WRITE, 29, 40), b"HTTP/1.1 200 OK\r\n"));
-        c.handle(Event::Close(CloseEvent { hdr: hdr(kind::CLOSE, 30), sk: 0xa }));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::READ, 9, 40),
+            b"GET /x HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::WRITE, 29, 40),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.handle(Event::Close(CloseEvent {
+            hdr: hdr(kind::CLOSE, 30),
+            sk: 0xa,
+        }));
         assert_eq!(c.stats.requests, 1);
         let slow = c.stats.slowest();
         let r = &slow[0];
         assert_eq!(r.origin.peer, Some("10.0.0.9:4000".parse().expect("addr")));
-        assert_eq!(r.request.stages.get(crate::chain::Stage::AcceptQueue), 3 * MS);
+        assert_eq!(
+            r.request.stages.get(crate::chain::Stage::AcceptQueue),
+            3 * MS
+        );
         assert_eq!(r.route.label(), "GET /x");
         assert_eq!(c.open_connections(), 0);
         assert_eq!(c.listeners[&80].accepted, 1);
         assert_eq!(c.listeners[&80].backlog_limit, Some(128));
-        assert_eq!(c.listeners[&80].drops(), Some(0), "one accept: no drops seen between readings");
+        assert_eq!(
+            c.listeners[&80].drops(),
+            Some(0),
+            "one accept: no drops seen between readings"
+        );
     }
 
     #[test]
@@ -445,18 +554,39 @@ mod tests {
         // Connection 1 on fd 9, socket 0xa, closed.
         c.handle(accept(9, 1));
         c.handle(socket(0xa, 9, 80, 1, 1));
-        c.handle(Event::Io(io(0xa, 9, dir::READ, 2, 10), b"GET / HTTP/1.1\r\n"));
-        c.handle(Event::Io(io(0xa, 9, dir::WRITE, 3, 10), b"HTTP/1.1 200 OK\r\n"));
-        c.handle(Event::Close(CloseEvent { hdr: hdr(kind::CLOSE, 4), sk: 0xa }));
+        c.handle(Event::Io(
+            io(0xa, 9, dir::READ, 2, 10),
+            b"GET / HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 9, dir::WRITE, 3, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.handle(Event::Close(CloseEvent {
+            hdr: hdr(kind::CLOSE, 4),
+            sk: 0xa,
+        }));
         // Connection 2 gets the same socket address, on fd 8; fd 9 is accepted again.
         c.handle(accept(8, 5));
         c.handle(socket(0xa, 8, 80, 2, 5));
-        c.handle(Event::Io(io(0xa, 8, dir::READ, 6, 10), b"GET /two HTTP/1.1\r\n"));
+        c.handle(Event::Io(
+            io(0xa, 8, dir::READ, 6, 10),
+            b"GET /two HTTP/1.1\r\n",
+        ));
         c.handle(accept(9, 7));
-        c.handle(Event::Io(io(0xa, 8, dir::WRITE, 8, 10), b"HTTP/1.1 200 OK\r\n"));
-        c.handle(Event::Close(CloseEvent { hdr: hdr(kind::CLOSE, 9), sk: 0xa }));
+        c.handle(Event::Io(
+            io(0xa, 8, dir::WRITE, 8, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.handle(Event::Close(CloseEvent {
+            hdr: hdr(kind::CLOSE, 9),
+            sk: 0xa,
+        }));
         let slow = c.stats.slowest();
-        let two = slow.iter().find(|s| s.route.path == "/two").expect("second request");
+        let two = slow
+            .iter()
+            .find(|s| s.route.path == "/two")
+            .expect("second request");
         assert_eq!(two.request.outcome, crate::chain::Outcome::Complete);
         assert_eq!(two.request.status, Some(200));
     }
@@ -466,8 +596,14 @@ mod tests {
         let mut c = Collector::new(0);
         c.add_listener(10, 80);
         c.handle(socket(0xb, 5, 41000, 9001, 1));
-        c.handle(Event::Io(io(0xb, 5, dir::WRITE, 1, 10), b"GET / HTTP/1.1\r\n"));
-        c.handle(Event::Io(io(0xb, 5, dir::READ, 2, 10), b"HTTP/1.1 200 OK\r\n"));
+        c.handle(Event::Io(
+            io(0xb, 5, dir::WRITE, 1, 10),
+            b"GET / HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xb, 5, dir::READ, 2, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
         c.finish_all(10 * MS);
         assert_eq!(c.stats.requests, 0);
     }
@@ -477,12 +613,21 @@ mod tests {
         let mut c = Collector::new(0);
         c.add_listener(10, 80);
         c.handle(socket(0xc, 9, 80, 5555, 1));
-        c.handle(Event::Io(io(0xc, 9, dir::READ, 2, 10), b"GET /old HTTP/1.1\r\n"));
-        c.handle(Event::Io(io(0xc, 9, dir::WRITE, 3, 10), b"HTTP/1.1 200 OK\r\n"));
+        c.handle(Event::Io(
+            io(0xc, 9, dir::READ, 2, 10),
+            b"GET /old HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xc, 9, dir::WRITE, 3, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
         c.finish_all(10 * MS);
         let slow = c.stats.slowest();
         assert_eq!(slow[0].route.label(), "GET /old");
-        assert_eq!(slow[0].origin.peer, Some("10.0.0.9:5555".parse().expect("addr")));
+        assert_eq!(
+            slow[0].origin.peer,
+            Some("10.0.0.9:5555".parse().expect("addr"))
+        );
     }
 
     #[test]
@@ -491,8 +636,14 @@ mod tests {
         c.add_listener(10, 80);
         c.handle(accept(7, 1));
         c.handle(socket(0xa, 7, 80, 1, 1));
-        c.handle(Event::Io(io(0xa, 7, dir::READ, 2, 10), b"GET / HTTP/1.1\r\n"));
-        c.handle(Event::Io(io(0xa, 7, dir::WRITE, 3, 10), b"HTTP/1.1 200 OK\r\n"));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::READ, 2, 10),
+            b"GET / HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::WRITE, 3, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
         // Closed after a reset (no close event), then fd 7 comes back from accept.
         c.handle(accept(7, 4));
         c.handle(socket(0xd, 7, 80, 2, 4));
@@ -506,11 +657,26 @@ mod tests {
         let mut c = Collector::new(0);
         c.add_listener(10, 80);
         c.handle(socket(0xb, 5, 41000, 9001, 1));
-        let mut udp = SocketEvent { hdr: hdr(kind::SOCKET, 1), sk: 0xe, fd: 6, family: 2, protocol: 17, sport: 50000, dport: 53, ..Default::default() };
+        let mut udp = SocketEvent {
+            hdr: hdr(kind::SOCKET, 1),
+            sk: 0xe,
+            fd: 6,
+            family: 2,
+            protocol: 17,
+            sport: 50000,
+            dport: 53,
+            ..Default::default()
+        };
         udp.daddr[..4].copy_from_slice(&[127, 0, 0, 53]);
         c.handle(Event::Socket(udp));
         for (fd, start) in [(5, 10), (6, 20), (-1, 30)] {
-            let o = OffCpuEvent { hdr: hdr(kind::OFF_CPU, start + 5), start_ts: start * MS, syscall: 45, fd, ..Default::default() };
+            let o = OffCpuEvent {
+                hdr: hdr(kind::OFF_CPU, start + 5),
+                start_ts: start * MS,
+                syscall: 45,
+                fd,
+                ..Default::default()
+            };
             c.handle(Event::OffCpu(o));
         }
         let a = c.timeline.within(&[11], 0, 100 * MS);
@@ -518,7 +684,11 @@ mod tests {
         targets.sort();
         assert_eq!(
             targets,
-            vec![Target::None, Target::Outbound("10.0.0.9:9001".parse().expect("addr")), Target::Dns("127.0.0.53:53".parse().expect("addr"))]
+            vec![
+                Target::None,
+                Target::Outbound("10.0.0.9:9001".parse().expect("addr")),
+                Target::Dns("127.0.0.53:53".parse().expect("addr"))
+            ]
         );
     }
 }

@@ -53,44 +53,88 @@ pub struct Diagnosis {
 }
 
 /// Diagnoses the route with the worst p99.
-pub fn diagnose(routes: &[RouteFacts], listeners: &[ListenerFacts], open_peak: usize) -> Option<Diagnosis> {
-    let route = routes.iter().filter(|r| r.count > 0).max_by_key(|r| (r.p99_us, r.count))?;
+pub fn diagnose(
+    routes: &[RouteFacts],
+    listeners: &[ListenerFacts],
+    open_peak: usize,
+) -> Option<Diagnosis> {
+    let route = routes
+        .iter()
+        .filter(|r| r.count > 0)
+        .max_by_key(|r| (r.p99_us, r.count))?;
     let total: u64 = route.stage_totals.iter().map(|(_, us)| us).sum();
     let &(stage, stage_us) = route.stage_totals.iter().max_by_key(|(_, us)| *us)?;
-    let share_pct = if total == 0 { 0.0 } else { stage_us as f64 * 100.0 / total as f64 };
+    let share_pct = if total == 0 {
+        0.0
+    } else {
+        stage_us as f64 * 100.0 / total as f64
+    };
     let cause = match stage {
         Stage::Handler => handler_cause(route),
         Stage::AcceptQueue => Some(accept_queue_cause(listeners)),
-        Stage::ReadWait => Some("requests waited to be read: every worker busy, or the event loop blocked".to_string()),
+        Stage::ReadWait => Some(
+            "requests waited to be read: every worker busy, or the event loop blocked".to_string(),
+        ),
         Stage::RequestRead => Some(format!(
             "clients sent their requests slowly (a slow or slowloris client: no read timeout?), {open_peak} connections open at once"
         )),
-        Stage::ResponseWrite => {
-            Some("writing the response waited on the client: a slow reader kept the send buffer full".to_string())
-        }
+        Stage::ResponseWrite => Some(
+            "writing the response waited on the client: a slow reader kept the send buffer full"
+                .to_string(),
+        ),
         Stage::Idle => None,
     };
-    let mut text = format!("{} p99 {}: {:.0}% {}", route.label, duration(route.p99_us), share_pct, stage.name());
+    let mut text = format!(
+        "{} p99 {}: {:.0}% {}",
+        route.label,
+        duration(route.p99_us),
+        share_pct,
+        stage.name()
+    );
     if let Some(c) = &cause {
         text.push_str(if stage == Stage::Handler { ", " } else { ": " });
         text.push_str(c);
     }
-    Some(Diagnosis { route: route.label.clone(), p99_us: route.p99_us, stage: stage.name(), share_pct, cause, text })
+    Some(Diagnosis {
+        route: route.label.clone(),
+        p99_us: route.p99_us,
+        stage: stage.name(),
+        share_pct,
+        cause,
+        text,
+    })
 }
 
 /// Below this share of handler time, a cause or a hot spot does not explain it.
 const EXPLAINS_PCT: f64 = 20.0;
 
 fn handler_cause(route: &RouteFacts) -> Option<String> {
-    let handler_per_request =
-        route.stage_totals.iter().find(|(s, _)| *s == Stage::Handler).map_or(0, |(_, us)| us / route.count.max(1));
-    let waited = route.causes.first().filter(|(_, us)| *us as f64 * 100.0 >= EXPLAINS_PCT * handler_per_request as f64);
-    let hot = route.hot.as_ref().filter(|h| h.share_of_handler_pct >= EXPLAINS_PCT);
+    let handler_per_request = route
+        .stage_totals
+        .iter()
+        .find(|(s, _)| *s == Stage::Handler)
+        .map_or(0, |(_, us)| us / route.count.max(1));
+    let waited = route
+        .causes
+        .first()
+        .filter(|(_, us)| *us as f64 * 100.0 >= EXPLAINS_PCT * handler_per_request as f64);
+    let hot = route
+        .hot
+        .as_ref()
+        .filter(|h| h.share_of_handler_pct >= EXPLAINS_PCT);
     match (waited, hot) {
-        (Some((_, us)), Some(h)) if h.share_of_handler_pct * handler_per_request as f64 / 100.0 > *us as f64 => Some(on_cpu(h)),
+        (Some((_, us)), Some(h))
+            if h.share_of_handler_pct * handler_per_request as f64 / 100.0 > *us as f64 =>
+        {
+            Some(on_cpu(h))
+        }
         (Some((what, us)), _) => {
             let mut s = format!("blocked on {what} ({})", duration(*us));
-            if let Some((next, us)) = route.causes.get(1).filter(|(_, us)| *us as f64 * 100.0 >= EXPLAINS_PCT * handler_per_request as f64) {
+            if let Some((next, us)) = route
+                .causes
+                .get(1)
+                .filter(|(_, us)| *us as f64 * 100.0 >= EXPLAINS_PCT * handler_per_request as f64)
+            {
                 s.push_str(&format!(" and {next} ({})", duration(*us)));
             }
             Some(s)
@@ -101,21 +145,36 @@ fn handler_cause(route: &RouteFacts) -> Option<String> {
 }
 
 fn on_cpu(h: &HotSpot) -> String {
-    let what = if h.allocator_and_gc { format!("{} (Go allocator and garbage collector)", h.function) } else { h.function.clone() };
-    format!("on CPU in {what}, {:.0}% of handler time", h.share_of_handler_pct)
+    let what = if h.allocator_and_gc {
+        format!("{} (Go allocator and garbage collector)", h.function)
+    } else {
+        h.function.clone()
+    };
+    format!(
+        "on CPU in {what}, {:.0}% of handler time",
+        h.share_of_handler_pct
+    )
 }
 
 fn accept_queue_cause(listeners: &[ListenerFacts]) -> String {
-    let worst = listeners.iter().max_by_key(|l| (l.overflows.unwrap_or(0), l.queue_peak.unwrap_or(0)));
-    let Some(l) = worst else { return "connections waited to be accepted: the accept loop falls behind".to_string() };
+    let worst = listeners
+        .iter()
+        .max_by_key(|l| (l.overflows.unwrap_or(0), l.queue_peak.unwrap_or(0)));
+    let Some(l) = worst else {
+        return "connections waited to be accepted: the accept loop falls behind".to_string();
+    };
     let mut s = format!("connections waited in the accept queue of :{}", l.port);
     match (l.backlog_limit, l.queue_peak) {
-        (Some(limit), Some(peak)) if peak >= limit => s.push_str(&format!(", full (backlog {limit}, peak {peak})")),
+        (Some(limit), Some(peak)) if peak >= limit => {
+            s.push_str(&format!(", full (backlog {limit}, peak {peak})"))
+        }
         (Some(limit), Some(peak)) => s.push_str(&format!(" (backlog {limit}, peak {peak})")),
         _ => {}
     }
     if let Some(o) = l.overflows.filter(|&o| o > 0) {
-        s.push_str(&format!(", {o} handshakes dropped (clients retry after 1 s, 3 s...)"));
+        s.push_str(&format!(
+            ", {o} handshakes dropped (clients retry after 1 s, 3 s...)"
+        ));
     }
     s.push_str(": the accept loop falls behind");
     s
@@ -137,31 +196,59 @@ mod tests {
 
     #[test]
     fn names_the_downstream_a_slow_handler_waits_on() {
-        let mut slow = route("GET /api", 1210, &[(Stage::ReadWait, 10), (Stage::Handler, 1120), (Stage::ResponseWrite, 1)]);
-        slow.causes = vec![("response from outbound 127.0.0.1:9001".into(), 1_100_000), ("futex".into(), 1000)];
+        let mut slow = route(
+            "GET /api",
+            1210,
+            &[
+                (Stage::ReadWait, 10),
+                (Stage::Handler, 1120),
+                (Stage::ResponseWrite, 1),
+            ],
+        );
+        slow.causes = vec![
+            ("response from outbound 127.0.0.1:9001".into(), 1_100_000),
+            ("futex".into(), 1000),
+        ];
         let fast = route("GET /health", 5, &[(Stage::Handler, 1)]);
         let d = diagnose(&[fast, slow], &[], 4).expect("diagnosis");
         assert_eq!(d.route, "GET /api");
         assert_eq!(d.stage, "handler");
         assert!(d.share_pct > 98.0);
-        assert_eq!(d.text, "GET /api p99 1.21s: 99% handler, blocked on response from outbound 127.0.0.1:9001 (1.10s)");
+        assert_eq!(
+            d.text,
+            "GET /api p99 1.21s: 99% handler, blocked on response from outbound 127.0.0.1:9001 (1.10s)"
+        );
     }
 
     #[test]
     fn two_waits_of_one_handler_are_both_named() {
         let mut r = route("GET /api", 300, &[(Stage::Handler, 290)]);
-        r.causes = vec![("response from outbound 127.0.0.1:9443".into(), 160_000), ("response from DNS 127.0.0.77:53".into(), 101_000)];
+        r.causes = vec![
+            ("response from outbound 127.0.0.1:9443".into(), 160_000),
+            ("response from DNS 127.0.0.77:53".into(), 101_000),
+        ];
         let d = diagnose(&[r], &[], 1).expect("diagnosis");
         assert_eq!(
             d.cause.as_deref(),
-            Some("blocked on response from outbound 127.0.0.1:9443 (160.0ms) and response from DNS 127.0.0.77:53 (101.0ms)")
+            Some(
+                "blocked on response from outbound 127.0.0.1:9443 (160.0ms) and response from DNS 127.0.0.77:53 (101.0ms)"
+            )
         );
     }
 
     #[test]
     fn a_full_accept_queue() {
-        let r = route("GET /", 134, &[(Stage::AcceptQueue, 128), (Stage::Handler, 1)]);
-        let l = ListenerFacts { port: 8080, backlog_limit: Some(4), queue_peak: Some(5), overflows: Some(297) };
+        let r = route(
+            "GET /",
+            134,
+            &[(Stage::AcceptQueue, 128), (Stage::Handler, 1)],
+        );
+        let l = ListenerFacts {
+            port: 8080,
+            backlog_limit: Some(4),
+            queue_peak: Some(5),
+            overflows: Some(297),
+        };
         let d = diagnose(&[r], &[l], 1).expect("diagnosis");
         assert_eq!(d.stage, "accept_queue");
         assert_eq!(
@@ -182,16 +269,29 @@ mod tests {
             allocator_and_gc: true,
         });
         let d = diagnose(&[r], &[], 1).expect("diagnosis");
-        assert_eq!(d.cause.as_deref(), Some("on CPU in runtime.mallocgc (Go allocator and garbage collector), 65% of handler time"));
+        assert_eq!(
+            d.cause.as_deref(),
+            Some(
+                "on CPU in runtime.mallocgc (Go allocator and garbage collector), 65% of handler time"
+            )
+        );
     }
 
     #[test]
     fn slow_clients_and_slow_readers() {
-        let r = route("GET /", 900, &[(Stage::RequestRead, 880), (Stage::Handler, 1)]);
+        let r = route(
+            "GET /",
+            900,
+            &[(Stage::RequestRead, 880), (Stage::Handler, 1)],
+        );
         let d = diagnose(&[r], &[], 20).expect("diagnosis");
         assert_eq!(d.stage, "request_read");
         assert!(d.text.contains("20 connections open at once"), "{}", d.text);
-        let r = route("GET /big", 2100, &[(Stage::ResponseWrite, 2000), (Stage::Handler, 5)]);
+        let r = route(
+            "GET /big",
+            2100,
+            &[(Stage::ResponseWrite, 2000), (Stage::Handler, 5)],
+        );
         let d = diagnose(&[r], &[], 2).expect("diagnosis");
         assert!(d.text.contains("slow reader"), "{}", d.text);
     }

@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tracer_common::{
-    AcceptEvent, CloseEvent, EventHeader, ForkEvent, IoEvent, IoPayloadEvent, OffCpuEvent, SampleEvent, SockEvent,
-    SocketEvent, kind, read_record,
+    AcceptEvent, CloseEvent, EventHeader, ForkEvent, IoEvent, IoPayloadEvent, OffCpuEvent,
+    SampleEvent, SockEvent, SocketEvent, kind, read_record,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -95,12 +95,18 @@ mod tests {
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain `repr(C)` value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
     }
 
     #[test]
     fn decodes_payload_event_up_to_its_length() {
-        let mut ev = IoPayloadEvent { io: IoEvent::default(), payload: [b'x'; tracer_common::PAYLOAD_MAX] };
+        let mut ev = IoPayloadEvent {
+            io: IoEvent::default(),
+            payload: [b'x'; tracer_common::PAYLOAD_MAX],
+        };
         ev.io.hdr.kind = kind::IO_PAYLOAD;
         ev.io.payload_len = 3;
         ev.io.fd = 9;
@@ -121,7 +127,10 @@ mod tests {
         hdr.kind = 200;
         assert!(decode(&bytes_of(&hdr)).is_none());
         hdr.kind = kind::ACCEPT;
-        assert!(decode(&bytes_of(&hdr)).is_none(), "header alone is shorter than an accept");
+        assert!(
+            decode(&bytes_of(&hdr)).is_none(),
+            "header alone is shorter than an accept"
+        );
     }
 
     #[test]

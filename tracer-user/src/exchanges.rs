@@ -58,12 +58,21 @@ impl Exchanges {
     /// An outbound socket of `pid`, first seen at `ts`; `connecting` when
     /// seen at its `connect`.
     pub fn open(&mut self, pid: u32, sk: u64, target: Target, ts: u64, connecting: bool) {
-        self.sockets.insert(sk, Socket { pid, target, sent: None, connecting: connecting.then_some(ts) });
+        self.sockets.insert(
+            sk,
+            Socket {
+                pid,
+                target,
+                sent: None,
+                connecting: connecting.then_some(ts),
+            },
+        );
     }
 
     /// Shrinks the socket table if it emptied since its peak.
     pub fn compact(&mut self) -> bool {
-        let big = self.sockets.capacity() > 1024 && self.sockets.len() * 4 < self.sockets.capacity();
+        let big =
+            self.sockets.capacity() > 1024 && self.sockets.len() * 4 < self.sockets.capacity();
         if big {
             self.sockets.shrink_to_fit();
         }
@@ -84,7 +93,9 @@ impl Exchanges {
 
     /// A write (`read == false`) or read that moved bytes on an outbound socket.
     pub fn io(&mut self, sk: u64, read: bool, ts: u64) {
-        let Some(s) = self.sockets.get_mut(&sk) else { return };
+        let Some(s) = self.sockets.get_mut(&sk) else {
+            return;
+        };
         let done = if read {
             s.sent.take().map(|sent| (sent, Wait::Response))
         } else {
@@ -94,8 +105,18 @@ impl Exchanges {
         if let Some((start, wait)) = done {
             let (pid, target) = (s.pid, s.target);
             let q = self.per_pid.entry(pid).or_default();
-            q.push_back(Exchange { start, end: ts, target, wait, sk, claimed: false });
-            while q.len() > KEEP || q.front().is_some_and(|e| ts.saturating_sub(e.end) > HORIZON_NS) {
+            q.push_back(Exchange {
+                start,
+                end: ts,
+                target,
+                wait,
+                sk,
+                claimed: false,
+            });
+            while q.len() > KEEP
+                || q.front()
+                    .is_some_and(|e| ts.saturating_sub(e.end) > HORIZON_NS)
+            {
                 q.pop_front();
             }
         }
@@ -113,16 +134,26 @@ impl Exchanges {
     /// request that was not busy with a call of its own meanwhile.
     /// Returns the time waited per (target, kind), overlaps counted once.
     pub fn claim(&mut self, pid: u32, from: u64, to: u64) -> Vec<(Target, Wait, u64)> {
-        let Some(q) = self.per_pid.get_mut(&pid) else { return Vec::new() };
+        let Some(q) = self.per_pid.get_mut(&pid) else {
+            return Vec::new();
+        };
         let is_dns = |e: &Exchange| matches!(e.target, Target::Dns(_));
-        let mut candidates: Vec<usize> =
-            (0..q.len()).filter(|&i| !q[i].claimed && !is_dns(&q[i]) && q[i].start >= from && q[i].end <= to).collect();
+        let mut candidates: Vec<usize> = (0..q.len())
+            .filter(|&i| !q[i].claimed && !is_dns(&q[i]) && q[i].start >= from && q[i].end <= to)
+            .collect();
         candidates.sort_by_key(|&i| q[i].start);
         let mut claimed: Vec<Exchange> = Vec::new();
         let mut cursor = from;
-        while let Some(&step) = candidates.iter().find(|&&i| !q[i].claimed && q[i].start >= cursor) {
+        while let Some(&step) = candidates
+            .iter()
+            .find(|&&i| !q[i].claimed && q[i].start >= cursor)
+        {
             let sk = q[step].sk;
-            let take: Vec<usize> = candidates.iter().copied().filter(|&i| !q[i].claimed && (i == step || q[i].sk == sk)).collect();
+            let take: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| !q[i].claimed && (i == step || q[i].sk == sk))
+                .collect();
             for i in take {
                 q[i].claimed = true;
                 cursor = cursor.max(q[i].end);
@@ -133,7 +164,10 @@ impl Exchanges {
         // calls leave free.
         let mut busy: Vec<(u64, u64)> = claimed.iter().map(|e| (e.start, e.end)).collect();
         busy.sort_unstable();
-        for e in q.iter().filter(|e| is_dns(e) && e.end > from && e.start < to) {
+        for e in q
+            .iter()
+            .filter(|e| is_dns(e) && e.end > from && e.start < to)
+        {
             for (start, end) in free_parts(e.start.max(from), e.end.min(to), &busy) {
                 claimed.push(Exchange { start, end, ..*e });
             }
@@ -206,7 +240,13 @@ mod tests {
         x.io(0xa, true, 312 * MS);
         x.io(0xa, true, 313 * MS);
         let got = x.claim(1, 5 * MS, 320 * MS);
-        assert_eq!(got, vec![(target(9001), Wait::Connect, MS), (target(9001), Wait::Response, 300 * MS)]);
+        assert_eq!(
+            got,
+            vec![
+                (target(9001), Wait::Connect, MS),
+                (target(9001), Wait::Response, 300 * MS)
+            ]
+        );
         assert!(x.claim(1, 0, 400 * MS).is_empty(), "claimed once");
     }
 
@@ -220,8 +260,14 @@ mod tests {
         }
         x.io(0xa, true, 301 * MS);
         x.io(0xb, true, 306 * MS);
-        assert_eq!(x.claim(1, 0, 310 * MS), vec![(target(9001), Wait::Response, 300 * MS)]);
-        assert_eq!(x.claim(1, 5 * MS, 320 * MS), vec![(target(9001), Wait::Response, 300 * MS)]);
+        assert_eq!(
+            x.claim(1, 0, 310 * MS),
+            vec![(target(9001), Wait::Response, 300 * MS)]
+        );
+        assert_eq!(
+            x.claim(1, 5 * MS, 320 * MS),
+            vec![(target(9001), Wait::Response, 300 * MS)]
+        );
     }
 
     #[test]
@@ -254,7 +300,10 @@ mod tests {
         x.io(0xa, true, 301 * MS);
         x.io(0xb, true, 302 * MS);
         // The first request to finish takes one call, not both.
-        assert_eq!(x.claim(1, 0, 303 * MS), vec![(target(9001), Wait::Response, 300 * MS)]);
+        assert_eq!(
+            x.claim(1, 0, 303 * MS),
+            vec![(target(9001), Wait::Response, 300 * MS)]
+        );
         assert_eq!(x.claim(1, MS, 304 * MS).len(), 1);
     }
 
@@ -280,8 +329,12 @@ mod tests {
         }
         for (from, to) in [(0, 256 * MS), (300_000, 257 * MS)] {
             let got = x.claim(1, from, to);
-            let of = |t: Target, w: Wait| got.iter().find(|g| g.0 == t && g.1 == w).map_or(0, |g| g.2);
-            assert!(of(dns, Wait::Response) >= 99 * MS && of(dns, Wait::Response) <= 101 * MS, "{got:?}");
+            let of =
+                |t: Target, w: Wait| got.iter().find(|g| g.0 == t && g.1 == w).map_or(0, |g| g.2);
+            assert!(
+                of(dns, Wait::Response) >= 99 * MS && of(dns, Wait::Response) <= 101 * MS,
+                "{got:?}"
+            );
             assert_eq!(of(target(9443), Wait::Connect), MS);
             assert_eq!(of(target(9443), Wait::Response), 151 * MS);
         }
@@ -315,7 +368,10 @@ mod tests {
 
     #[test]
     fn free_parts_of_a_window() {
-        assert_eq!(free_parts(0, 10, &[(2, 4), (6, 7)]), vec![(0, 2), (4, 6), (7, 10)]);
+        assert_eq!(
+            free_parts(0, 10, &[(2, 4), (6, 7)]),
+            vec![(0, 2), (4, 6), (7, 10)]
+        );
         assert_eq!(free_parts(3, 5, &[(0, 10)]), vec![]);
         assert_eq!(free_parts(0, 10, &[]), vec![(0, 10)]);
     }
@@ -327,6 +383,9 @@ mod tests {
         x.io(0xa, false, 50 * MS);
         x.io(0xa, true, 150 * MS);
         assert!(x.claim(1, 100 * MS, 200 * MS).is_empty());
-        assert!(x.claim(2, 0, 200 * MS).is_empty(), "other processes' exchanges are not theirs");
+        assert!(
+            x.claim(2, 0, 200 * MS).is_empty(),
+            "other processes' exchanges are not theirs"
+        );
     }
 }

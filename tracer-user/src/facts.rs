@@ -42,7 +42,10 @@ pub fn diagnosis(collector: &Collector, names: &mut dyn Names) -> Option<Diagnos
     let mut on_cpu: FxHashMap<u32, Vec<(Vec<Frame>, u64)>> = FxHashMap::default();
     for (key, us) in &stats.folded {
         if let Leaf::OnCpu(stack) = key.leaf {
-            on_cpu.entry(key.route).or_default().push((names.frames(stack), *us));
+            on_cpu
+                .entry(key.route)
+                .or_default()
+                .push((names.frames(stack), *us));
         }
     }
     let routes: Vec<RouteFacts> = stats
@@ -55,20 +58,30 @@ pub fn diagnosis(collector: &Collector, names: &mut dyn Names) -> Option<Diagnos
                 label: key.label(),
                 count: r.count,
                 p99_us: r.latency.quantile(0.99),
-                stage_totals: Stage::LATENCY.iter().map(|&s| (s, r.stage(s).total_us)).collect(),
+                stage_totals: Stage::LATENCY
+                    .iter()
+                    .map(|&s| (s, r.stage(s).total_us))
+                    .collect(),
                 causes: r
                     .top_causes(CAUSES_NAMED)
                     .into_iter()
                     .map(|(c, us)| (names.cause(&c), us / r.count.max(1)))
                     .collect(),
-                hot: on_cpu.get(&(id as u32)).and_then(|s| hotspot::hot_spot(s, handler_total)),
+                hot: on_cpu
+                    .get(&(id as u32))
+                    .and_then(|s| hotspot::hot_spot(s, handler_total)),
             }
         })
         .collect();
     let listeners: Vec<ListenerFacts> = collector
         .listeners
         .iter()
-        .map(|(&port, l)| ListenerFacts { port, backlog_limit: l.backlog_limit, queue_peak: l.queue.peak(), overflows: l.drops() })
+        .map(|(&port, l)| ListenerFacts {
+            port,
+            backlog_limit: l.backlog_limit,
+            queue_peak: l.queue.peak(),
+            overflows: l.drops(),
+        })
         .collect();
     diagnose::diagnose(&routes, &listeners, collector.open_peak)
 }
@@ -82,18 +95,41 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn hdr(kind: u8, ts: u64, tid: u32) -> EventHeader {
-        EventHeader { kind, tgid: 10, tid, ts, ..Default::default() }
+        EventHeader {
+            kind,
+            tgid: 10,
+            tid,
+            ts,
+            ..Default::default()
+        }
     }
 
     fn socket(kind: u8, sk: u64, fd: i32, sport: u16, dport: u16, ts: u64) -> SocketEvent {
-        let mut s = SocketEvent { hdr: hdr(kind, ts, 1), sk, fd, family: 2, protocol: 6, sport, dport, ..Default::default() };
+        let mut s = SocketEvent {
+            hdr: hdr(kind, ts, 1),
+            sk,
+            fd,
+            family: 2,
+            protocol: 6,
+            sport,
+            dport,
+            ..Default::default()
+        };
         s.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         s.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         s
     }
 
     fn io(sk: u64, fd: i32, d: u8, ts: u64, tid: u32) -> IoEvent {
-        IoEvent { hdr: hdr(kind::IO, ts, tid), enter_ts: ts, sk, ret: 100, fd, dir: d, ..Default::default() }
+        IoEvent {
+            hdr: hdr(kind::IO, ts, tid),
+            enter_ts: ts,
+            sk,
+            ret: 100,
+            fd,
+            dir: d,
+            ..Default::default()
+        }
     }
 
     /// A recorded Go-style chain: each request's handler calls a downstream
@@ -106,13 +142,41 @@ mod tests {
         for r in 0..10u64 {
             let t = r * 400 * MS;
             let (conn, down) = (0x100 + r, 0x200 + r);
-            c.handle(Event::Accept(AcceptEvent { hdr: hdr(kind::ACCEPT, t, 1), fd: 7, port: 8080, backlog: 0, backlog_max: 128, listener_drops: 0, _pad: 0, _pad2: 0 }));
+            c.handle(Event::Accept(AcceptEvent {
+                hdr: hdr(kind::ACCEPT, t, 1),
+                fd: 7,
+                port: 8080,
+                backlog: 0,
+                backlog_max: 128,
+                listener_drops: 0,
+                _pad: 0,
+                _pad2: 0,
+            }));
             c.handle(Event::Socket(socket(kind::SOCKET, conn, 7, 8080, 40000, t)));
-            c.handle(Event::Io(io(conn, 7, dir::READ, t + MS, 1), b"GET /api HTTP/1.1\r\n"));
-            c.handle(Event::Connect(socket(kind::CONNECT, down, 9, 41000, 9001, t + 2 * MS)));
-            c.handle(Event::Io(io(down, 9, dir::WRITE, t + 3 * MS, 2), b"GET /slow HTTP/1.1\r\n"));
-            c.handle(Event::Io(io(down, 9, dir::READ, t + 303 * MS, 3), b"HTTP/1.1 200 OK\r\n"));
-            c.handle(Event::Io(io(conn, 7, dir::WRITE, t + 304 * MS, 4), b"HTTP/1.1 200 OK\r\n"));
+            c.handle(Event::Io(
+                io(conn, 7, dir::READ, t + MS, 1),
+                b"GET /api HTTP/1.1\r\n",
+            ));
+            c.handle(Event::Connect(socket(
+                kind::CONNECT,
+                down,
+                9,
+                41000,
+                9001,
+                t + 2 * MS,
+            )));
+            c.handle(Event::Io(
+                io(down, 9, dir::WRITE, t + 3 * MS, 2),
+                b"GET /slow HTTP/1.1\r\n",
+            ));
+            c.handle(Event::Io(
+                io(down, 9, dir::READ, t + 303 * MS, 3),
+                b"HTTP/1.1 200 OK\r\n",
+            ));
+            c.handle(Event::Io(
+                io(conn, 7, dir::WRITE, t + 304 * MS, 4),
+                b"HTTP/1.1 200 OK\r\n",
+            ));
         }
         c.finish_all(5_000 * MS);
         struct Plain;
@@ -128,6 +192,12 @@ mod tests {
         assert_eq!(d.stage, "handler");
         // p99 comes from a histogram of 1% resolution.
         assert!(d.text.starts_with("GET /api p99 303"), "{}", d.text);
-        assert!(d.text.ends_with("100% handler, blocked on response from outbound 127.0.0.1:9001 (300.0ms)"), "{}", d.text);
+        assert!(
+            d.text.ends_with(
+                "100% handler, blocked on response from outbound 127.0.0.1:9001 (300.0ms)"
+            ),
+            "{}",
+            d.text
+        );
     }
 }

@@ -50,7 +50,8 @@ impl Folded {
         opts.hash = true;
         if text.is_empty() {
             // inferno refuses empty input; an SVG saying so is more useful than none.
-            fs::write(&svg, empty_svg(title)).with_context(|| format!("writing {}", svg.display()))?;
+            fs::write(&svg, empty_svg(title))
+                .with_context(|| format!("writing {}", svg.display()))?;
             return Ok(());
         }
         inferno::flamegraph::from_lines(&mut opts, text.lines(), BufWriter::new(file))
@@ -61,11 +62,14 @@ impl Folded {
 
 /// Frames may not contain the separators of the folded format.
 fn sanitize(frame: &str) -> String {
-    frame.chars().map(|c| match c {
-        ';' => ':',
-        '\n' | '\r' => ' ',
-        c => c,
-    }).collect()
+    frame
+        .chars()
+        .map(|c| match c {
+            ';' => ':',
+            '\n' | '\r' => ' ',
+            c => c,
+        })
+        .collect()
 }
 
 fn empty_svg(title: &str) -> String {
@@ -87,7 +91,10 @@ mod tests {
         f.add(&["srv", "GET /a;b", "handler"], 7);
         f.add(&["srv", "GET /c", "read_wait"], 1);
         f.add(&["srv"], 0);
-        assert_eq!(f.render(), "srv;GET /a:b;handler 12\nsrv;GET /c;read_wait 1\n");
+        assert_eq!(
+            f.render(),
+            "srv;GET /a:b;handler 12\nsrv;GET /c;read_wait 1\n"
+        );
     }
 
     #[test]
@@ -96,11 +103,20 @@ mod tests {
         fs::create_dir_all(&dir).expect("dir");
         let mut f = Folded::default();
         f.add(&["srv", "GET /a", "handler"], 100);
-        f.write(&dir, "chains", "srv: request time", "us").expect("write");
+        f.write(&dir, "chains", "srv: request time", "us")
+            .expect("write");
         let svg = fs::read_to_string(dir.join("chains.svg")).expect("svg");
-        assert!(svg.contains("<svg") && svg.contains("handler") && svg.contains("srv: request time"));
-        Folded::default().write(&dir, "empty", "nothing", "us").expect("write empty");
-        assert!(fs::read_to_string(dir.join("empty.svg")).expect("svg").contains("no samples"));
+        assert!(
+            svg.contains("<svg") && svg.contains("handler") && svg.contains("srv: request time")
+        );
+        Folded::default()
+            .write(&dir, "empty", "nothing", "us")
+            .expect("write empty");
+        assert!(
+            fs::read_to_string(dir.join("empty.svg"))
+                .expect("svg")
+                .contains("no samples")
+        );
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -51,11 +51,19 @@ pub fn hot_spot(stacks: &[(Vec<Frame>, u64)], handler_total_us: u64) -> Option<H
         name = Some(frame);
         node = child;
     }
-    let gc: u64 = stacks.iter().filter(|(frames, _)| frames.iter().any(|f| GO_ALLOC_AND_GC.contains(&&**f))).map(|(_, us)| us).sum();
+    let gc: u64 = stacks
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|f| GO_ALLOC_AND_GC.contains(&&**f)))
+        .map(|(_, us)| us)
+        .sum();
     Some(HotSpot {
         function: name?.to_string(),
         share_of_cpu_pct: node.total as f64 * 100.0 / root.total as f64,
-        share_of_handler_pct: if handler_total_us == 0 { 0.0 } else { (node.total as f64 * 100.0 / handler_total_us as f64).min(100.0) },
+        share_of_handler_pct: if handler_total_us == 0 {
+            0.0
+        } else {
+            (node.total as f64 * 100.0 / handler_total_us as f64).min(100.0)
+        },
         allocator_and_gc: gc * 2 >= root.total,
     })
 }
@@ -72,9 +80,18 @@ mod tests {
     #[test]
     fn follows_the_dominant_path_to_where_time_spreads() {
         let stacks = vec![
-            stack("runtime.goexit;net/http.(*conn).serve;main.handler;main.burnCPU", 900),
-            stack("runtime.goexit;net/http.(*conn).serve;main.handler;main.burnCPU;time.Now", 50),
-            stack("runtime.goexit;net/http.(*conn).serve;net/http.(*conn).readRequest", 50),
+            stack(
+                "runtime.goexit;net/http.(*conn).serve;main.handler;main.burnCPU",
+                900,
+            ),
+            stack(
+                "runtime.goexit;net/http.(*conn).serve;main.handler;main.burnCPU;time.Now",
+                50,
+            ),
+            stack(
+                "runtime.goexit;net/http.(*conn).serve;net/http.(*conn).readRequest",
+                50,
+            ),
         ];
         let h = hot_spot(&stacks, 2000).expect("hot spot");
         assert_eq!(h.function, "main.burnCPU");
@@ -86,9 +103,18 @@ mod tests {
     #[test]
     fn allocation_heavy_handlers_are_recognised() {
         let stacks = vec![
-            stack("runtime.goexit;main.handler;main.build;runtime.newobject;runtime.mallocgc;runtime.memclrNoHeapPointers", 300),
-            stack("runtime.goexit;main.handler;main.build;runtime.newobject;runtime.mallocgc;runtime.gcAssistAlloc", 300),
-            stack("runtime.goexit;main.handler;main.build;runtime.newobject;runtime.mallocgc;runtime.nextFreeFast", 100),
+            stack(
+                "runtime.goexit;main.handler;main.build;runtime.newobject;runtime.mallocgc;runtime.memclrNoHeapPointers",
+                300,
+            ),
+            stack(
+                "runtime.goexit;main.handler;main.build;runtime.newobject;runtime.mallocgc;runtime.gcAssistAlloc",
+                300,
+            ),
+            stack(
+                "runtime.goexit;main.handler;main.build;runtime.newobject;runtime.mallocgc;runtime.nextFreeFast",
+                100,
+            ),
             stack("runtime.goexit;main.handler;main.build", 100),
         ];
         let h = hot_spot(&stacks, 1000).expect("hot spot");

@@ -14,7 +14,9 @@ pub fn route_label(bytes: &[u8]) -> Option<Box<str>> {
 }
 
 /// Method and path (without query string) of an HTTP/1.x request line.
-fn parse_request_line(bytes: &[u8]) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+fn parse_request_line(
+    bytes: &[u8],
+) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
     let line = first_line(bytes);
     let mut parts = line.split(|&b| b == b' ');
     let method = parts.next()?;
@@ -26,7 +28,10 @@ fn parse_request_line(bytes: &[u8]) -> Option<(std::borrow::Cow<'_, str>, std::b
     if !version.starts_with(b"HTTP/1.") {
         return None;
     }
-    let path = target.split(|&b| b == b'?' || b == b'#').next().unwrap_or(target);
+    let path = target
+        .split(|&b| b == b'?' || b == b'#')
+        .next()
+        .unwrap_or(target);
     if path.is_empty() {
         return None;
     }
@@ -54,7 +59,10 @@ pub fn is_interim(status: u16) -> bool {
 }
 
 fn first_line(bytes: &[u8]) -> &[u8] {
-    let end = bytes.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(bytes.len());
     &bytes[..end]
 }
 
@@ -62,9 +70,17 @@ fn first_line(bytes: &[u8]) -> &[u8] {
 fn ascii(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     if bytes.iter().all(u8::is_ascii_graphic) {
         // All graphic ASCII: valid UTF-8.
-        std::str::from_utf8(bytes).map_or_else(|_| std::borrow::Cow::Owned(String::new()), std::borrow::Cow::Borrowed)
+        std::str::from_utf8(bytes).map_or_else(
+            |_| std::borrow::Cow::Owned(String::new()),
+            std::borrow::Cow::Borrowed,
+        )
     } else {
-        std::borrow::Cow::Owned(bytes.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect())
+        std::borrow::Cow::Owned(
+            bytes
+                .iter()
+                .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+                .collect(),
+        )
     }
 }
 
@@ -74,9 +90,18 @@ mod tests {
 
     #[test]
     fn request_line() {
-        assert_eq!(route_label(b"GET /api/users?id=3 HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(), Some("GET /api/users"));
-        assert_eq!(route_label(b"POST / HTTP/1.0\r\n").as_deref(), Some("POST /"));
-        assert_eq!(route_label(b"GET /a\x01b HTTP/1.1\r\n").as_deref(), Some("GET /a?b"));
+        assert_eq!(
+            route_label(b"GET /api/users?id=3 HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+            Some("GET /api/users")
+        );
+        assert_eq!(
+            route_label(b"POST / HTTP/1.0\r\n").as_deref(),
+            Some("POST /")
+        );
+        assert_eq!(
+            route_label(b"GET /a\x01b HTTP/1.1\r\n").as_deref(),
+            Some("GET /a?b")
+        );
         assert_eq!(split_label("GET /x y"), ("GET", "/x y"));
     }
 

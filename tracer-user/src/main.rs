@@ -32,7 +32,11 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tracer", version, about = "Per-request blocking chains and flame graphs of live HTTP servers, from eBPF")]
+#[command(
+    name = "tracer",
+    version,
+    about = "Per-request blocking chains and flame graphs of live HTTP servers, from eBPF"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -86,7 +90,9 @@ struct Common {
 impl Common {
     fn settings(self, children: bool) -> anyhow::Result<session::Settings> {
         let duration = match self.duration {
-            Some(d) if !(d > 0.0 && d.is_finite()) => anyhow::bail!("--duration must be a positive number of seconds"),
+            Some(d) if !(d > 0.0 && d.is_finite()) => {
+                anyhow::bail!("--duration must be a positive number of seconds")
+            }
             Some(d) => Some(Duration::from_secs_f64(d)),
             None => None,
         };
@@ -110,13 +116,17 @@ impl Common {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Record { pids, no_children, common } => session::reject_self(&pids)
+        Cmd::Record {
+            pids,
+            no_children,
+            common,
+        } => session::reject_self(&pids)
             .and_then(|()| common.settings(!no_children))
             .and_then(|s| session::run(session::Target::Pids(pids), s)),
         Cmd::KernelOffsets => kernel_btf::print_offsets(),
-        Cmd::Exec { common, command } => {
-            common.settings(true).and_then(|s| session::run(session::Target::Command(command), s))
-        }
+        Cmd::Exec { common, command } => common
+            .settings(true)
+            .and_then(|s| session::run(session::Target::Command(command), s)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

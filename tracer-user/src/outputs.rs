@@ -9,14 +9,8 @@ use rustc_hash::FxHashMap;
 use tracer_common::StackKey;
 
 use crate::{
-    collector::Collector,
-    flame::Folded,
-    probes::Tables,
-    report::Report,
-    session::Traced,
-    stacks::Stacks,
-    stats::Leaf,
-    symbolize::Frame,
+    collector::Collector, flame::Folded, probes::Tables, report::Report, session::Traced,
+    stacks::Stacks, stats::Leaf, symbolize::Frame,
 };
 
 /// Writes everything into `dir`; returns the names of the files written.
@@ -41,21 +35,37 @@ pub fn write(
     };
     let run = format!("{}, {:.1}s", procs.join(", "), report.duration_s);
     let comm_of = |tgid: u32| -> Frame {
-        traced.iter().find(|t| t.pid == tgid).map_or_else(|| Rc::from(tgid.to_string()), |t| Rc::from(t.comm.as_str()))
+        traced
+            .iter()
+            .find(|t| t.pid == tgid)
+            .map_or_else(|| Rc::from(tgid.to_string()), |t| Rc::from(t.comm.as_str()))
     };
 
-    chains(collector, stacks).write(dir, "chains", &format!("request time by stage: {run}"), "us")?;
+    chains(collector, stacks).write(
+        dir,
+        "chains",
+        &format!("request time by stage: {run}"),
+        "us",
+    )?;
     written.extend(["chains.folded", "chains.svg"]);
 
     let s = &report.sampling;
     if s.freq_hz > 0 {
         let folded = by_stack(&Tables::totals(oncpu), stacks, &comm_of);
-        folded.write(dir, "oncpu", &format!("on-CPU samples at {} Hz: {run}", s.freq_hz), "samples")?;
+        folded.write(
+            dir,
+            "oncpu",
+            &format!("on-CPU samples at {} Hz: {run}", s.freq_hz),
+            "samples",
+        )?;
         written.extend(["oncpu.folded", "oncpu.svg"]);
     }
     if s.off_cpu {
         let folded = by_stack(&Tables::totals(offcpu_us), stacks, &comm_of);
-        let title = format!("off-CPU time, blocks of {} µs or more: {run}", s.min_block_us);
+        let title = format!(
+            "off-CPU time, blocks of {} µs or more: {run}",
+            s.min_block_us
+        );
         folded.write(dir, "offcpu", &title, "us")?;
         written.extend(["offcpu.folded", "offcpu.svg"]);
     }
@@ -67,10 +77,18 @@ fn chains(collector: &Collector, stacks: &mut Stacks) -> Folded {
     let mut folded = Folded::default();
     let mut labels: FxHashMap<u32, String> = FxHashMap::default();
     for (key, us) in &collector.stats.folded {
-        let label = labels
-            .entry(key.route)
-            .or_insert_with(|| collector.stats.route_key(key.route).map(|r| r.label()).unwrap_or_default());
-        let mut frames: Vec<Frame> = vec![key.comm.clone(), Rc::from(label.as_str()), Rc::from(key.stage.name())];
+        let label = labels.entry(key.route).or_insert_with(|| {
+            collector
+                .stats
+                .route_key(key.route)
+                .map(|r| r.label())
+                .unwrap_or_default()
+        });
+        let mut frames: Vec<Frame> = vec![
+            key.comm.clone(),
+            Rc::from(label.as_str()),
+            Rc::from(key.stage.name()),
+        ];
         match key.leaf {
             Leaf::Stage => {}
             Leaf::OffCpu(stack) => {
@@ -96,7 +114,11 @@ fn chains(collector: &Collector, stacks: &mut Stacks) -> Folded {
 }
 
 /// `process;frames... count` from an in-kernel stack table.
-fn by_stack(totals: &[(StackKey, u64)], stacks: &mut Stacks, comm_of: &dyn Fn(u32) -> Frame) -> Folded {
+fn by_stack(
+    totals: &[(StackKey, u64)],
+    stacks: &mut Stacks,
+    comm_of: &dyn Fn(u32) -> Frame,
+) -> Folded {
     let mut folded = Folded::default();
     for &(key, n) in totals {
         let mut frames = vec![comm_of(key.tgid)];

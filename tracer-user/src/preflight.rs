@@ -12,7 +12,11 @@ const CAP_BPF: u32 = 39;
 fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
         .unwrap_or(0)
 }
 
@@ -48,7 +52,10 @@ mod tests {
     #[test]
     fn rejects_missing_pid() {
         let err = resolve_pids(&[u32::MAX - 1]).expect_err("must fail");
-        assert_eq!(err.to_string(), format!("no such process: {}", u32::MAX - 1));
+        assert_eq!(
+            err.to_string(),
+            format!("no such process: {}", u32::MAX - 1)
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ const BTF_PROGRAMS: &[(&str, &str)] = &[
 ];
 
 /// BTF tracepoints of off-CPU tracing.
-const OFF_CPU_PROGRAMS: &[(&str, &str)] = &[("sched_switch", "sched_switch"), ("sched_wakeup", "sched_wakeup")];
+const OFF_CPU_PROGRAMS: &[(&str, &str)] = &[
+    ("sched_switch", "sched_switch"),
+    ("sched_wakeup", "sched_wakeup"),
+];
 
 /// Trace events: rare events whose record fields are worth having decoded.
 const TRACE_EVENTS: &[(&str, &str)] = &[
@@ -41,10 +44,22 @@ const TRACE_EVENTS: &[(&str, &str)] = &[
 
 /// Hooks the tracer can do without, and what is lost without them.
 const OPTIONAL: &[(&str, &str)] = &[
-    ("sk_data_ready", "read_wait will be 0: this kernel does not report when request bytes arrive"),
-    ("sched/sched_process_fork", "children forked while tracing will not be traced"),
-    ("skb/kfree_skb", "accept-queue overflows will not be counted"),
-    ("tcp/tcp_retransmit_synack", "SYN-ACK retransmits will not be counted"),
+    (
+        "sk_data_ready",
+        "read_wait will be 0: this kernel does not report when request bytes arrive",
+    ),
+    (
+        "sched/sched_process_fork",
+        "children forked while tracing will not be traced",
+    ),
+    (
+        "skb/kfree_skb",
+        "accept-queue overflows will not be counted",
+    ),
+    (
+        "tcp/tcp_retransmit_synack",
+        "SYN-ACK retransmits will not be counted",
+    ),
 ];
 
 /// What the caller asks of the kernel side.
@@ -70,18 +85,25 @@ pub struct Tables {
 impl Tables {
     /// Sums of a per-CPU stack table.
     pub fn totals(map: &PerCpuHashMap<MapData, StackKey, u64>) -> Vec<(StackKey, u64)> {
-        map.iter().filter_map(Result::ok).map(|(k, v)| (k, v.iter().sum())).collect()
+        map.iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.iter().sum()))
+            .collect()
     }
 
     /// Overflows and SYN-ACK retransmits per port, summed over CPUs.
-    pub fn listen_counters_of(map: &PerCpuHashMap<MapData, u16, ListenCounters>) -> Vec<(u16, ListenCounters)> {
+    pub fn listen_counters_of(
+        map: &PerCpuHashMap<MapData, u16, ListenCounters>,
+    ) -> Vec<(u16, ListenCounters)> {
         map.iter()
             .filter_map(Result::ok)
             .map(|(port, per_cpu)| {
-                let sum = per_cpu.iter().fold(ListenCounters::default(), |a, c| ListenCounters {
-                    overflows: a.overflows + c.overflows,
-                    synack_retransmits: a.synack_retransmits + c.synack_retransmits,
-                });
+                let sum = per_cpu
+                    .iter()
+                    .fold(ListenCounters::default(), |a, c| ListenCounters {
+                        overflows: a.overflows + c.overflows,
+                        synack_retransmits: a.synack_retransmits + c.synack_retransmits,
+                    });
                 (port, sum)
             })
             .collect()
@@ -120,7 +142,10 @@ impl Counters {
 }
 
 fn optional_loss(name: &str) -> Option<&'static str> {
-    OPTIONAL.iter().find(|(n, _)| *n == name).map(|(_, loss)| *loss)
+    OPTIONAL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, loss)| *loss)
 }
 
 impl Probes {
@@ -132,8 +157,15 @@ impl Probes {
         let facts = kernel_btf::facts_via_child()?;
         let btf = Btf::from_sys_fs().context("reading kernel BTF for the BTF tracepoints")?;
         let mut layout = TraceLayout::DEFAULT;
-        let field = |group, event, name, default| tracefs::field_offset(group, event, name).unwrap_or(default);
-        layout.fork_child_pid = field("sched", "sched_process_fork", "child_pid", layout.fork_child_pid);
+        let field = |group, event, name, default| {
+            tracefs::field_offset(group, event, name).unwrap_or(default)
+        };
+        layout.fork_child_pid = field(
+            "sched",
+            "sched_process_fork",
+            "child_pid",
+            layout.fork_child_pid,
+        );
         layout.kfree_skb_reason = field("skb", "kfree_skb", "reason", layout.kfree_skb_reason);
         layout.kfree_skb_rx_sk = field("skb", "kfree_skb", "rx_sk", u32::MAX);
         layout.listen_overflow_reason = facts.listen_overflow_reason;
@@ -151,7 +183,11 @@ impl Probes {
             .context("loading the eBPF object into the kernel")?;
 
         let mut links: Vec<Box<dyn Send>> = Vec::new();
-        let off_cpu: &[(&str, &str)] = if config.off_cpu { OFF_CPU_PROGRAMS } else { &[] };
+        let off_cpu: &[(&str, &str)] = if config.off_cpu {
+            OFF_CPU_PROGRAMS
+        } else {
+            &[]
+        };
         for (prog_name, function) in BTF_PROGRAMS.iter().chain(off_cpu) {
             let program: &mut BtfTracePoint = program_mut(&mut ebpf, prog_name)?;
             if let Err(e) = program.load(function, &btf) {
@@ -159,15 +195,23 @@ impl Probes {
                     warnings.push(format!("kernel lacks tracepoint {function}: {loss}"));
                     continue;
                 }
-                return Err(anyhow!(e).context(format!("loading BTF tracepoint program {prog_name} (needs tracepoint {function})")));
+                return Err(anyhow!(e).context(format!(
+                    "loading BTF tracepoint program {prog_name} (needs tracepoint {function})"
+                )));
             }
-            let id = program.attach().with_context(|| format!("attaching to BTF tracepoint {function}"))?;
+            let id = program
+                .attach()
+                .with_context(|| format!("attaching to BTF tracepoint {function}"))?;
             links.push(Box::new(program.take_link(id)?));
         }
 
         for (prog_name, tp) in TRACE_EVENTS {
-            let (group, event) = tp.split_once('/').ok_or_else(|| anyhow!("bad tracepoint {tp}"))?;
-            if *prog_name == "kfree_skb" && (layout.listen_overflow_reason == u32::MAX || layout.kfree_skb_rx_sk == u32::MAX) {
+            let (group, event) = tp
+                .split_once('/')
+                .ok_or_else(|| anyhow!("bad tracepoint {tp}"))?;
+            if *prog_name == "kfree_skb"
+                && (layout.listen_overflow_reason == u32::MAX || layout.kfree_skb_rx_sk == u32::MAX)
+            {
                 warnings.push("this kernel does not name accept-queue overflow drops: overflows are not counted".to_string());
                 continue;
             }
@@ -177,20 +221,28 @@ impl Probes {
                         warnings.push(format!("kernel lacks tracepoint {tp}: {loss}"));
                         continue;
                     }
-                    None => return Err(tracefs::TracefsError::MissingTracepoint(tp.to_string()).into()),
+                    None => {
+                        return Err(tracefs::TracefsError::MissingTracepoint(tp.to_string()).into());
+                    }
                 }
             }
             let program: &mut TracePoint = program_mut(&mut ebpf, prog_name)?;
             if program.fd().is_err() {
-                program.load().with_context(|| format!("kernel verifier rejected program {prog_name}"))?;
+                program
+                    .load()
+                    .with_context(|| format!("kernel verifier rejected program {prog_name}"))?;
             }
-            let id = program.attach(group, event).with_context(|| format!("attaching to tracepoint {tp}"))?;
+            let id = program
+                .attach(group, event)
+                .with_context(|| format!("attaching to tracepoint {tp}"))?;
             links.push(Box::new(program.take_link(id)?));
         }
 
         if config.freq > 0 {
             let program: &mut PerfEvent = program_mut(&mut ebpf, "on_cpu")?;
-            program.load().context("kernel verifier rejected program on_cpu")?;
+            program
+                .load()
+                .context("kernel verifier rejected program on_cpu")?;
             let cpus = online_cpus().map_err(|(path, e)| anyhow!("reading {path}: {e}"))?;
             for cpu in cpus {
                 let id = program
@@ -215,7 +267,18 @@ impl Probes {
             oncpu: PerCpuHashMap::try_from(take(&mut ebpf, "ONCPU_COUNTS")?)?,
             offcpu_us: PerCpuHashMap::try_from(take(&mut ebpf, "OFFCPU_US")?)?,
         });
-        Ok((Probes { ebpf, links, traced, listen_ports, counters, ring, tables }, warnings))
+        Ok((
+            Probes {
+                ebpf,
+                links,
+                traced,
+                listen_ports,
+                counters,
+                ring,
+                tables,
+            },
+            warnings,
+        ))
     }
 
     /// Detaches every program, the grace periods of all links overlapping.
@@ -231,8 +294,14 @@ impl Probes {
 
     /// Traces `tgid`; `go` for Go programs, whose idle thread parking is skipped.
     pub fn trace(&mut self, tgid: u32, go: bool) -> Result<()> {
-        let kind = if go { tracer_common::traced::GO } else { tracer_common::traced::YES };
-        self.traced.set(tgid, kind, 0).with_context(|| format!("adding pid {tgid} to the traced set"))
+        let kind = if go {
+            tracer_common::traced::GO
+        } else {
+            tracer_common::traced::YES
+        };
+        self.traced
+            .set(tgid, kind, 0)
+            .with_context(|| format!("adding pid {tgid} to the traced set"))
     }
 
     pub fn untrace(&mut self, tgid: u32) {
@@ -241,7 +310,9 @@ impl Probes {
     }
 
     pub fn watch_port(&mut self, port: u16) -> Result<()> {
-        self.listen_ports.set(u32::from(port), 1, 0).with_context(|| format!("watching listening port {port}"))
+        self.listen_ports
+            .set(u32::from(port), 1, 0)
+            .with_context(|| format!("watching listening port {port}"))
     }
 
     /// The ring buffer, handed over once to the reader.
@@ -258,7 +329,8 @@ impl Probes {
     /// (`sysctl kernel.bpf_stats_enabled=1`): (name, runs, ns in total).
     pub fn program_costs(&self) -> Vec<(String, u64, u64)> {
         use std::os::fd::{AsFd, AsRawFd};
-        let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1");
+        let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .is_ok_and(|s| s.trim() == "1");
         if !enabled {
             return Vec::new();
         }
@@ -267,7 +339,11 @@ impl Probes {
             .filter_map(|(name, p)| {
                 let fd = p.fd().ok()?.as_fd().as_raw_fd();
                 let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-                let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
+                let field = |k: &str| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(k))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                };
                 Some((name.to_string(), field("run_cnt:")?, field("run_time_ns:")?))
             })
             .collect()
@@ -289,19 +365,25 @@ impl Probes {
 
 /// Highest pid + 1: the size of the traced-process table.
 fn pid_max() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(4_194_304)
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304)
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let program = ebpf.program_mut(name).ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?;
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?;
     Ok(program.try_into()?)
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name).ok_or_else(|| anyhow!("eBPF object lacks map {name}"))
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("eBPF object lacks map {name}"))
 }
 
 #[cfg(test)]
@@ -315,7 +397,8 @@ mod tests {
         assert!(optional_loss("sock/inet_sock_set_state").is_none());
         // Every optional hook names one the tracer attaches.
         for (name, _) in OPTIONAL {
-            let known = BTF_PROGRAMS.iter().any(|(p, _)| p == name) || TRACE_EVENTS.iter().any(|(_, tp)| tp == name);
+            let known = BTF_PROGRAMS.iter().any(|(p, _)| p == name)
+                || TRACE_EVENTS.iter().any(|(_, tp)| tp == name);
             assert!(known, "{name} is not attached anywhere");
         }
     }

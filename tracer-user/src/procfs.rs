@@ -13,11 +13,17 @@ pub enum ProcError {
     #[error("no such process: {0}")]
     NoSuchProcess(u32),
     #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn read(path: &str) -> Result<String, ProcError> {
-    fs::read_to_string(path).map_err(|source| ProcError::Io { path: path.to_string(), source })
+    fs::read_to_string(path).map_err(|source| ProcError::Io {
+        path: path.to_string(),
+        source,
+    })
 }
 
 pub fn exists(pid: u32) -> bool {
@@ -27,7 +33,11 @@ pub fn exists(pid: u32) -> bool {
 /// A process that has exited but was not yet reaped still has a /proc entry.
 pub fn is_alive(pid: u32) -> bool {
     match read(&format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        }
         Err(_) => false,
     }
 }
@@ -42,7 +52,10 @@ pub fn comm(pid: u32) -> Result<String, ProcError> {
 /// The thread group id of `pid`: differs from `pid` when it names a thread.
 pub fn tgid(pid: u32) -> Option<u32> {
     let status = read(&format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// All descendant processes of `pid` (not threads), depth first.
@@ -50,11 +63,18 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let mut stack = vec![pid];
     while let Some(p) = stack.pop() {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
         for task in tasks.flatten() {
             let path = task.path().join("children");
-            let Ok(children) = fs::read_to_string(&path) else { continue };
-            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            let Ok(children) = fs::read_to_string(&path) else {
+                continue;
+            };
+            for child in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
                 if !out.contains(&child) {
                     out.push(child);
                     stack.push(child);
@@ -68,10 +88,21 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 /// Socket inode of each fd of `pid` that is a socket.
 fn socket_fds(pid: u32) -> HashMap<u64, i32> {
     let mut out = HashMap::new();
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return out };
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
     for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if let Some(inode) = fs::read_link(entry.path()).ok().and_then(|l| socket_inode(&l.to_string_lossy())) {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(inode) = fs::read_link(entry.path())
+            .ok()
+            .and_then(|l| socket_inode(&l.to_string_lossy()))
+        {
             out.insert(inode, fd);
         }
     }
@@ -79,7 +110,10 @@ fn socket_fds(pid: u32) -> HashMap<u64, i32> {
 }
 
 fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// TCP states of `/proc/net/tcp` used here.
@@ -100,7 +134,9 @@ pub struct TcpSocket {
 fn tcp_sockets(pid: u32) -> HashMap<u64, TcpSocket> {
     let mut out = HashMap::new();
     for file in ["tcp", "tcp6"] {
-        let Ok(text) = read(&format!("/proc/{pid}/net/{file}")) else { continue };
+        let Ok(text) = read(&format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
         for sock in text.lines().skip(1).filter_map(parse_tcp_line) {
             out.insert(sock.inode, sock);
         }
@@ -114,7 +150,12 @@ fn parse_tcp_line(line: &str) -> Option<TcpSocket> {
     let remote = parse_hex_addr(f.get(2)?)?;
     let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
     let inode = f.get(9)?.parse().ok()?;
-    Some(TcpSocket { local, remote, state, inode })
+    Some(TcpSocket {
+        local,
+        remote,
+        state,
+        inode,
+    })
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6), in the kernel's
@@ -144,14 +185,23 @@ fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
 /// `TcpExt` counters of `/proc/<pid>/net/netstat` (the process's network
 /// namespace), by name.
 pub fn tcp_ext(pid: u32) -> HashMap<String, u64> {
-    let Ok(text) = read(&format!("/proc/{pid}/net/netstat")) else { return HashMap::new() };
+    let Ok(text) = read(&format!("/proc/{pid}/net/netstat")) else {
+        return HashMap::new();
+    };
     parse_tcp_ext(&text)
 }
 
 fn parse_tcp_ext(text: &str) -> HashMap<String, u64> {
     let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return HashMap::new() };
-    names.split_whitespace().skip(1).zip(values.split_whitespace().skip(1)).filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?))).collect()
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return HashMap::new();
+    };
+    names
+        .split_whitespace()
+        .skip(1)
+        .zip(values.split_whitespace().skip(1))
+        .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
+        .collect()
 }
 
 /// Listening TCP ports of `pid`.
@@ -193,7 +243,10 @@ mod tests {
         let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 12 14\nIpExt: InNoRoutes\nIpExt: 0\n";
         let c = parse_tcp_ext(text);
         assert_eq!((c["ListenOverflows"], c["ListenDrops"]), (12, 14));
-        assert!(!tcp_ext(std::process::id()).is_empty(), "this machine has /proc/<pid>/net/netstat");
+        assert!(
+            !tcp_ext(std::process::id()).is_empty(),
+            "this machine has /proc/<pid>/net/netstat"
+        );
     }
 
     #[test]

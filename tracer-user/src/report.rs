@@ -199,7 +199,14 @@ fn route_report(
         .iter()
         .map(|&s| {
             let st = r.stage(s);
-            (s.name(), StageReport { p50_us: st.hist.quantile(0.5), p99_us: st.hist.quantile(0.99), total_us: st.total_us })
+            (
+                s.name(),
+                StageReport {
+                    p50_us: st.hist.quantile(0.5),
+                    p99_us: st.hist.quantile(0.99),
+                    total_us: st.total_us,
+                },
+            )
         })
         .collect();
     RouteReport {
@@ -210,13 +217,21 @@ fn route_report(
         p99_us: r.latency.quantile(0.99),
         max_us: r.latency.max(),
         stages,
-        statuses: r.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        statuses: r
+            .statuses
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
         outcomes: r.outcomes.clone(),
-        explained_pct: (sampling.freq_hz > 0 || sampling.off_cpu).then(|| (r.explained_pct() * 10.0).round() / 10.0),
+        explained_pct: (sampling.freq_hz > 0 || sampling.off_cpu)
+            .then(|| (r.explained_pct() * 10.0).round() / 10.0),
         blocked_on: r
             .top_causes(ROUTE_CAUSES_SHOWN)
             .iter()
-            .map(|(c, us)| Blocked { what: name(c), us: us / r.count.max(1) })
+            .map(|(c, us)| Blocked {
+                what: name(c),
+                us: us / r.count.max(1),
+            })
             .collect(),
     }
 }
@@ -233,24 +248,51 @@ fn slow_report(meta: &Meta, s: &SlowRequest, name: &mut dyn FnMut(&Cause) -> Str
         started_at: wall(meta, r.start_ns),
         total_us: us(r.total_ns()),
         outcome: outcome_name(r.outcome),
-        stages: Stage::LATENCY.iter().map(|&st| (st.name(), us(r.stages.get(st)))).collect(),
+        stages: Stage::LATENCY
+            .iter()
+            .map(|&st| (st.name(), us(r.stages.get(st))))
+            .collect(),
         bytes_in: r.bytes_in,
         bytes_out: r.bytes_out,
-        blocked_on: s.causes.iter().map(|(c, us)| Blocked { what: name(c), us: *us }).collect(),
+        blocked_on: s
+            .causes
+            .iter()
+            .map(|(c, us)| Blocked {
+                what: name(c),
+                us: *us,
+            })
+            .collect(),
     }
 }
 
 /// The report; `name` says what a cause was (it needs the symbolized stacks).
 pub fn build(collector: &Collector, meta: Meta, name: &mut dyn FnMut(&Cause) -> String) -> Report {
     let stats = &collector.stats;
-    let mut routes: Vec<RouteReport> = stats.routes.iter().map(|(k, r)| route_report(k, r, meta.sampling, name)).collect();
-    routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.method, &a.path).cmp(&(&b.method, &b.path))));
-    let slowest = stats.slowest().into_iter().map(|s| slow_report(&meta, s, name)).collect();
+    let mut routes: Vec<RouteReport> = stats
+        .routes
+        .iter()
+        .map(|(k, r)| route_report(k, r, meta.sampling, name))
+        .collect();
+    routes.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| (&a.method, &a.path).cmp(&(&b.method, &b.path)))
+    });
+    let slowest = stats
+        .slowest()
+        .into_iter()
+        .map(|s| slow_report(&meta, s, name))
+        .collect();
     let listeners = collector
         .listeners
         .iter()
         .map(|(&port, l)| {
-            let counters = meta.listen_counters.iter().find(|(p, _)| *p == port).map(|(_, c)| *c).unwrap_or_default();
+            let counters = meta
+                .listen_counters
+                .iter()
+                .find(|(p, _)| *p == port)
+                .map(|(_, c)| *c)
+                .unwrap_or_default();
             ListenerReport {
                 port,
                 pids: l.pids.clone(),
@@ -285,7 +327,11 @@ pub fn build(collector: &Collector, meta: Meta, name: &mut dyn FnMut(&Cause) -> 
         },
         sampling: meta.sampling,
         events: c.events,
-        events_per_s: if meta.duration_s > 0.0 { c.events as f64 / meta.duration_s } else { 0.0 },
+        events_per_s: if meta.duration_s > 0.0 {
+            c.events as f64 / meta.duration_s
+        } else {
+            0.0
+        },
         routes,
         slowest,
         listeners,

@@ -17,8 +17,7 @@ use tokio::{
 
 use crate::{
     collector::Collector,
-    facts,
-    events, outputs, preflight,
+    events, facts, outputs, preflight,
     probes::{self, Probes},
     procfs, report,
     report::{Meta, ProcessInfo, Sampling},
@@ -90,9 +89,24 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         eprintln!("tracer: warning: {w}");
     }
     let tables = probes.take_tables().context("stack tables already taken")?;
-    let probes::Tables { stacks, listen_counters, oncpu, offcpu_us } = tables;
-    let sample_us = if settings.freq > 0 { 1_000_000 / settings.freq } else { 0 };
-    let mut run = Run { probes, collector: Collector::new(sample_us), stacks: Stacks::new(stacks), traced: Vec::new(), child: None };
+    let probes::Tables {
+        stacks,
+        listen_counters,
+        oncpu,
+        offcpu_us,
+    } = tables;
+    let sample_us = if settings.freq > 0 {
+        1_000_000 / settings.freq
+    } else {
+        0
+    };
+    let mut run = Run {
+        probes,
+        collector: Collector::new(sample_us),
+        stacks: Stacks::new(stacks),
+        traced: Vec::new(),
+        child: None,
+    };
 
     match target {
         Target::Pids(_) => {
@@ -112,16 +126,25 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         }
         Target::Command(cmd) => {
             let (program, args) = cmd.split_first().context("exec needs a command")?;
-            let c = Command::new(program).args(args).spawn().with_context(|| format!("starting {program}"))?;
+            let c = Command::new(program)
+                .args(args)
+                .spawn()
+                .with_context(|| format!("starting {program}"))?;
             run.start_tracing(c.id())?;
             run.child = Some(c);
         }
     }
-    let names: Vec<String> = run.traced.iter().map(|t| format!("{} ({})", t.comm, t.pid)).collect();
+    let names: Vec<String> = run
+        .traced
+        .iter()
+        .map(|t| format!("{} ({})", t.comm, t.pid))
+        .collect();
     eprintln!(
         "tracer: tracing {}{}; Ctrl-C to stop",
         names.join(", "),
-        settings.duration.map_or(String::new(), |d| format!(" for {:.1}s", d.as_secs_f64()))
+        settings
+            .duration
+            .map_or(String::new(), |d| format!(" for {:.1}s", d.as_secs_f64()))
     );
 
     let netstat_pid = run.traced.first().map_or(std::process::id(), |t| t.pid);
@@ -129,18 +152,37 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
     let started = SystemTime::now();
     let realtime_offset_ns = realtime_minus_monotonic_ns();
     let t0 = Instant::now();
-    let ring = run.probes.take_ring().context("ring buffer already taken")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let ring = run
+        .probes
+        .take_ring()
+        .context("ring buffer already taken")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let stop = rt.block_on(run.follow(ring, settings.duration))?;
     let duration_s = t0.elapsed().as_secs_f64();
     run.collector.finish_all(monotonic_ns());
     let counters = run.probes.counters()?;
     let program_costs = run.probes.program_costs();
     let netstat_after = procfs::tcp_ext(netstat_pid);
-    let delta = |name: &str| netstat_after.get(name).unwrap_or(&0).saturating_sub(*netstat_before.get(name).unwrap_or(&0));
-    let netstat = report::Netstat { listen_overflows: delta("ListenOverflows"), listen_drops: delta("ListenDrops") };
+    let delta = |name: &str| {
+        netstat_after
+            .get(name)
+            .unwrap_or(&0)
+            .saturating_sub(*netstat_before.get(name).unwrap_or(&0))
+    };
+    let netstat = report::Netstat {
+        listen_overflows: delta("ListenOverflows"),
+        listen_drops: delta("ListenDrops"),
+    };
     let listen_counters = probes::Tables::listen_counters_of(&listen_counters);
-    let Run { probes, mut collector, mut stacks, traced, mut child } = run;
+    let Run {
+        probes,
+        mut collector,
+        mut stacks,
+        traced,
+        mut child,
+    } = run;
     // Detach before the slower work of symbolizing and writing outputs.
     probes.detach();
     if let Some(c) = child.as_mut() {
@@ -161,7 +203,14 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         started,
         realtime_offset_ns,
         duration_s,
-        processes: traced.iter().map(|t| ProcessInfo { pid: t.pid, comm: t.comm.clone(), exited: t.exited }).collect(),
+        processes: traced
+            .iter()
+            .map(|t| ProcessInfo {
+                pid: t.pid,
+                comm: t.comm.clone(),
+                exited: t.exited,
+            })
+            .collect(),
         counters,
         sampling,
         listen_counters,
@@ -170,9 +219,19 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         program_costs,
         warnings,
     };
-    let report = report::build(&collector, meta, &mut |cause| facts::Names::cause(&mut stacks, cause));
+    let report = report::build(&collector, meta, &mut |cause| {
+        facts::Names::cause(&mut stacks, cause)
+    });
     let dir = output_dir(settings.out, started)?;
-    let written = outputs::write(&dir, &report, &collector, &mut stacks, &traced, &oncpu, &offcpu_us)?;
+    let written = outputs::write(
+        &dir,
+        &report,
+        &collector,
+        &mut stacks,
+        &traced,
+        &oncpu,
+        &offcpu_us,
+    )?;
     print!("{}", summary::render(&report));
     println!("\noutputs in {}: {}", dir.display(), written.join(", "));
     Ok(())
@@ -184,7 +243,8 @@ impl Run {
             return Ok(());
         }
         // Traced first, then scanned: nothing that happens in between is missed.
-        let go = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| crate::runtime::is_go(&exe));
+        let go = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|exe| crate::runtime::is_go(&exe));
         self.probes.trace(pid, go)?;
         self.stacks.watch(pid);
         let comm = procfs::comm(pid).unwrap_or_else(|_| pid.to_string());
@@ -194,14 +254,23 @@ impl Run {
             self.probes.watch_port(port)?;
             self.collector.add_listener(pid, port);
         }
-        self.traced.push(Traced { pid, comm, exited: false });
+        self.traced.push(Traced {
+            pid,
+            comm,
+            exited: false,
+        });
         Ok(())
     }
 
-    async fn follow(&mut self, ring: RingBuf<MapData>, duration: Option<Duration>) -> Result<StopReason> {
+    async fn follow(
+        &mut self,
+        ring: RingBuf<MapData>,
+        duration: Option<Duration>,
+    ) -> Result<StopReason> {
         // SAFETY: the ring buffer owns its fd, which outlives the registration
         // (both end with `ring` at the end of this function).
-        let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let mut ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
         let mut drain_tick = interval(DRAIN_EVERY);
         drain_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut check_tick = interval(CHECK_EVERY);
@@ -248,7 +317,10 @@ impl Run {
         if let Some(c) = self.child.as_mut() {
             if let Ok(Some(_)) = c.try_wait() {
                 let pid = c.id();
-                self.traced.iter_mut().filter(|t| t.pid == pid).for_each(|t| t.exited = true);
+                self.traced
+                    .iter_mut()
+                    .filter(|t| t.pid == pid)
+                    .for_each(|t| t.exited = true);
             }
         }
         for t in self.traced.iter_mut().filter(|t| !t.exited) {
@@ -308,15 +380,23 @@ fn stop_child(child: &mut Child) {
 fn output_dir(out: Option<PathBuf>, started: SystemTime) -> Result<PathBuf> {
     let dir = out.unwrap_or_else(|| {
         // 2026-11-28T12:03:28.123Z -> tracer-20261128-120328
-        let stamp: String = report::rfc3339(started).chars().take(19).filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+        let stamp: String = report::rfc3339(started)
+            .chars()
+            .take(19)
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .collect();
         PathBuf::from(format!("tracer-{}", stamp.replace('T', "-")))
     });
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating output directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating output directory {}", dir.display()))?;
     Ok(dir)
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -333,7 +413,10 @@ fn realtime_minus_monotonic_ns() -> i128 {
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 fn bump_memlock_limit() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: valid pointer to an rlimit.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 }

@@ -61,7 +61,10 @@ impl Stacks {
         if id < 0 {
             return Vec::new();
         }
-        self.map.get(&(id as u32), 0).map(|st| st.frames().iter().map(|f| f.ip).collect()).unwrap_or_default()
+        self.map
+            .get(&(id as u32), 0)
+            .map(|st| st.frames().iter().map(|f| f.ip).collect())
+            .unwrap_or_default()
     }
 
     /// User frames, leaf first.
@@ -116,7 +119,15 @@ fn is_unknown(frame: &str) -> bool {
 
 /// Frames of the tracing machinery itself: BPF programs and their trampolines.
 fn is_tracing_frame(frame: &str) -> bool {
-    ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_get_stack"].iter().any(|p| frame.starts_with(p))
+    [
+        "bpf_prog_",
+        "bpf_trace_run",
+        "__bpf_trace_",
+        "__traceiter_",
+        "bpf_get_stack",
+    ]
+    .iter()
+    .any(|p| frame.starts_with(p))
 }
 
 #[cfg(test)]
@@ -125,7 +136,9 @@ mod tests {
 
     #[test]
     fn tracing_frames_are_recognised() {
-        assert!(is_tracing_frame("bpf_prog_f4cf79ca015d37c0_sched_switch_[k]"));
+        assert!(is_tracing_frame(
+            "bpf_prog_f4cf79ca015d37c0_sched_switch_[k]"
+        ));
         assert!(is_tracing_frame("bpf_trace_run4_[k]"));
         assert!(!is_tracing_frame("__schedule_[k]"));
         assert!(!is_tracing_frame("schedule_[k]"));

@@ -40,7 +40,10 @@ pub struct RouteKey {
 impl RouteKey {
     fn from_label(label: &str) -> Self {
         let (method, path) = crate::http::split_label(label);
-        RouteKey { method: method.to_string(), path: path.to_string() }
+        RouteKey {
+            method: method.to_string(),
+            path: path.to_string(),
+        }
     }
 
     pub fn label(&self) -> String {
@@ -62,7 +65,8 @@ pub struct Hist {
 impl Hist {
     fn new() -> Self {
         // Auto-resizing from a small range: memory follows the largest value seen.
-        let nonzero = Histogram::new(2).unwrap_or_else(|_| unreachable!("2 significant figures is valid"));
+        let nonzero =
+            Histogram::new(2).unwrap_or_else(|_| unreachable!("2 significant figures is valid"));
         Hist { zeros: 0, nonzero }
     }
 
@@ -112,7 +116,10 @@ impl RouteStats {
         RouteStats {
             count: 0,
             latency: Hist::new(),
-            stages: std::array::from_fn(|_| StageStats { hist: Hist::new(), total_us: 0 }),
+            stages: std::array::from_fn(|_| StageStats {
+                hist: Hist::new(),
+                total_us: 0,
+            }),
             statuses: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             handler_explained_us: 0,
@@ -135,7 +142,11 @@ impl RouteStats {
     /// Share of handler time the stacks explain, in percent.
     pub fn explained_pct(&self) -> f64 {
         let handler = self.stage(Stage::Handler).total_us;
-        if handler == 0 { 0.0 } else { (self.handler_explained_us as f64 * 100.0 / handler as f64).min(100.0) }
+        if handler == 0 {
+            0.0
+        } else {
+            (self.handler_explained_us as f64 * 100.0 / handler as f64).min(100.0)
+        }
     }
 }
 
@@ -165,14 +176,24 @@ impl Cause {
     /// Waiting for an outbound connection to be established.
     pub const WAIT_CONNECT: i64 = -3;
     /// Causes beyond what a route keeps apart.
-    pub const OTHER: Cause = Cause { tgid: 0, syscall: -4, target: Target::None, user_stack: -1 };
+    pub const OTHER: Cause = Cause {
+        tgid: 0,
+        syscall: -4,
+        target: Target::None,
+        user_stack: -1,
+    };
 
     fn wait(tgid: u32, target: Target, wait: Wait) -> Cause {
         let syscall = match wait {
             Wait::Response => Cause::WAIT_RESPONSE,
             Wait::Connect => Cause::WAIT_CONNECT,
         };
-        Cause { tgid, syscall, target, user_stack: -1 }
+        Cause {
+            tgid,
+            syscall,
+            target,
+            user_stack: -1,
+        }
     }
 }
 
@@ -236,7 +257,10 @@ pub fn us(ns: u64) -> u64 {
 
 impl Stats {
     pub fn new(sample_us: u64) -> Self {
-        Stats { sample_us, ..Stats::default() }
+        Stats {
+            sample_us,
+            ..Stats::default()
+        }
     }
 
     pub fn record(&mut self, request: Request, origin: Origin, attribution: &Attribution) {
@@ -254,38 +278,74 @@ impl Stats {
         if let Some(status) = request.status {
             *route.statuses.entry(status).or_default() += 1;
         }
-        *route.outcomes.entry(outcome_name(request.outcome)).or_default() += 1;
+        *route
+            .outcomes
+            .entry(outcome_name(request.outcome))
+            .or_default() += 1;
 
         let explained = self.fold(&origin.comm, route_id, &request, attribution);
         let causes = causes(origin.pid, attribution);
         let route = &mut self.routes[route_id as usize].1;
         route.handler_explained_us += explained;
         for &(cause, us) in &causes {
-            let key = if route.causes.len() < ROUTE_CAUSES || route.causes.contains_key(&cause) { cause } else { Cause::OTHER };
+            let key = if route.causes.len() < ROUTE_CAUSES || route.causes.contains_key(&cause) {
+                cause
+            } else {
+                Cause::OTHER
+            };
             *route.causes.entry(key).or_default() += us;
         }
         if self.would_keep(request.total_ns()) {
             let route = self.routes[route_id as usize].0.clone();
-            self.keep_slow(SlowRequest { route, origin, request, causes });
+            self.keep_slow(SlowRequest {
+                route,
+                origin,
+                request,
+                causes,
+            });
         }
     }
 
     /// Adds the request's stages to the chain flame graph, the handler opened
     /// into the stacks that explain it. Returns the handler µs explained.
-    fn fold(&mut self, comm: &Rc<str>, route: u32, request: &Request, attribution: &Attribution) -> u64 {
+    fn fold(
+        &mut self,
+        comm: &Rc<str>,
+        route: u32,
+        request: &Request,
+        attribution: &Attribution,
+    ) -> u64 {
         let mut add = |stage, leaf, v: u64| {
             if v > 0 {
-                *self.folded.entry(ChainKey { comm: comm.clone(), route, stage, leaf }).or_default() += v;
+                *self
+                    .folded
+                    .entry(ChainKey {
+                        comm: comm.clone(),
+                        route,
+                        stage,
+                        leaf,
+                    })
+                    .or_default() += v;
             }
         };
         let mut explained = 0;
         for (off, ns) in &attribution.off {
-            let key = StackKey { tgid: off.tgid, user_stack: off.user_stack, kernel_stack: off.kernel_stack, _pad: 0 };
+            let key = StackKey {
+                tgid: off.tgid,
+                user_stack: off.user_stack,
+                kernel_stack: off.kernel_stack,
+                _pad: 0,
+            };
             add(Stage::Handler, Leaf::OffCpu(key), us(*ns));
             explained += us(*ns);
         }
         for s in &attribution.samples {
-            let key = StackKey { tgid: s.tgid, user_stack: s.user_stack, kernel_stack: s.kernel_stack, _pad: 0 };
+            let key = StackKey {
+                tgid: s.tgid,
+                user_stack: s.user_stack,
+                kernel_stack: s.kernel_stack,
+                _pad: 0,
+            };
             add(Stage::Handler, Leaf::OnCpu(key), self.sample_us);
             explained += self.sample_us;
         }
@@ -296,7 +356,11 @@ impl Stats {
         let handler = us(request.stages.get(Stage::Handler));
         for stage in Stage::LATENCY {
             let t = us(request.stages.get(stage));
-            let rest = if stage == Stage::Handler { t.saturating_sub(explained) } else { t };
+            let rest = if stage == Stage::Handler {
+                t.saturating_sub(explained)
+            } else {
+                t
+            };
             add(stage, Leaf::Stage, rest);
         }
         explained.min(handler)
@@ -319,7 +383,8 @@ impl Stats {
     fn add_route(&mut self, label: &str) -> u32 {
         let id = self.routes.len() as u32;
         self.route_ids.insert(Box::from(label), id);
-        self.routes.push((RouteKey::from_label(label), RouteStats::new()));
+        self.routes
+            .push((RouteKey::from_label(label), RouteStats::new()));
         id
     }
 
@@ -328,7 +393,11 @@ impl Stats {
     }
 
     fn would_keep(&self, total_ns: u64) -> bool {
-        self.slowest.len() < SLOWEST_KEPT || self.slowest.peek().is_some_and(|Reverse((fastest, _))| *fastest < total_ns)
+        self.slowest.len() < SLOWEST_KEPT
+            || self
+                .slowest
+                .peek()
+                .is_some_and(|Reverse((fastest, _))| *fastest < total_ns)
     }
 
     fn keep_slow(&mut self, slow: SlowRequest) {
@@ -354,9 +423,16 @@ impl Stats {
 /// Waits on outbound connections that the serving threads' blocks do not
 /// already account for (a thread-per-connection server blocks its thread on
 /// the call: that is the same time, seen twice).
-fn waits_not_blocked_on(attribution: &Attribution) -> impl Iterator<Item = (Target, Wait, u64)> + '_ {
+fn waits_not_blocked_on(
+    attribution: &Attribution,
+) -> impl Iterator<Item = (Target, Wait, u64)> + '_ {
     attribution.waits.iter().copied().filter(|(target, _, ns)| {
-        let blocked: u64 = attribution.off.iter().filter(|(o, _)| o.target == *target).map(|(_, ns)| ns).sum();
+        let blocked: u64 = attribution
+            .off
+            .iter()
+            .filter(|(o, _)| o.target == *target)
+            .map(|(_, ns)| ns)
+            .sum();
         blocked * 2 < *ns
     })
 }
@@ -365,7 +441,12 @@ fn waits_not_blocked_on(attribution: &Attribution) -> impl Iterator<Item = (Targ
 fn causes(pid: u32, attribution: &Attribution) -> Vec<(Cause, u64)> {
     let mut by: FxHashMap<Cause, u64> = FxHashMap::default();
     for (off, ns) in &attribution.off {
-        let cause = Cause { tgid: off.tgid, syscall: off.syscall, target: off.target, user_stack: off.user_stack };
+        let cause = Cause {
+            tgid: off.tgid,
+            syscall: off.syscall,
+            target: off.target,
+            user_stack: off.user_stack,
+        };
         *by.entry(cause).or_default() += us(*ns);
     }
     for (target, wait, ns) in waits_not_blocked_on(attribution) {
@@ -406,11 +487,19 @@ mod tests {
     }
 
     fn origin() -> Origin {
-        Origin { pid: 1, comm: Rc::from("srv"), peer: None }
+        Origin {
+            pid: 1,
+            comm: Rc::from("srv"),
+            peer: None,
+        }
     }
 
     fn route<'a>(s: &'a Stats, path: &str) -> &'a RouteStats {
-        &s.routes.iter().find(|(k, _)| k.path == path).expect("route").1
+        &s.routes
+            .iter()
+            .find(|(k, _)| k.path == path)
+            .expect("route")
+            .1
     }
 
     fn none() -> Attribution {
@@ -462,7 +551,10 @@ mod tests {
         let slow = s.slowest();
         assert_eq!(slow.len(), SLOWEST_KEPT);
         assert_eq!(slow[0].request.stages.get(Stage::Handler), 99 * 1_000_000);
-        assert_eq!(slow[SLOWEST_KEPT - 1].request.stages.get(Stage::Handler), 80 * 1_000_000);
+        assert_eq!(
+            slow[SLOWEST_KEPT - 1].request.stages.get(Stage::Handler),
+            80 * 1_000_000
+        );
     }
 
     #[test]
@@ -488,18 +580,53 @@ mod tests {
             target: Target::None,
             waker_tgid: 0,
         };
-        let sample = Sample { ts: 0, tgid: 1, user_stack: 6, kernel_stack: -1 };
-        let attribution = Attribution { off: vec![(off, 60_000_000)], samples: vec![sample, sample], waits: Vec::new() };
+        let sample = Sample {
+            ts: 0,
+            tgid: 1,
+            user_stack: 6,
+            kernel_stack: -1,
+        };
+        let attribution = Attribution {
+            off: vec![(off, 60_000_000)],
+            samples: vec![sample, sample],
+            waits: Vec::new(),
+        };
         s.record(req("/a", 100), origin(), &attribution);
-        let key = |leaf| ChainKey { comm: Rc::from("srv"), route: 0, stage: Stage::Handler, leaf };
-        let off_key = StackKey { tgid: 1, user_stack: 4, kernel_stack: 5, _pad: 0 };
-        let on_key = StackKey { tgid: 1, user_stack: 6, kernel_stack: -1, _pad: 0 };
+        let key = |leaf| ChainKey {
+            comm: Rc::from("srv"),
+            route: 0,
+            stage: Stage::Handler,
+            leaf,
+        };
+        let off_key = StackKey {
+            tgid: 1,
+            user_stack: 4,
+            kernel_stack: 5,
+            _pad: 0,
+        };
+        let on_key = StackKey {
+            tgid: 1,
+            user_stack: 6,
+            kernel_stack: -1,
+            _pad: 0,
+        };
         assert_eq!(s.folded[&key(Leaf::OffCpu(off_key))], 60_000);
         assert_eq!(s.folded[&key(Leaf::OnCpu(on_key))], 20_000);
         assert_eq!(s.folded[&key(Leaf::Stage)], 20_000, "the unexplained rest");
         assert!((route(&s, "/a").explained_pct() - 80.0).abs() < 0.01);
         let slow = s.slowest();
-        assert_eq!(slow[0].causes, vec![(Cause { tgid: 1, syscall: 230, target: Target::None, user_stack: 4 }, 60_000)]);
+        assert_eq!(
+            slow[0].causes,
+            vec![(
+                Cause {
+                    tgid: 1,
+                    syscall: 230,
+                    target: Target::None,
+                    user_stack: 4
+                },
+                60_000
+            )]
+        );
         assert_eq!(route(&s, "/a").top_causes(1), slow[0].causes);
     }
 
@@ -508,21 +635,60 @@ mod tests {
         let mut s = Stats::new(0);
         let down: Target = Target::Outbound("127.0.0.1:9001".parse().expect("addr"));
         let dns: Target = Target::Dns("127.0.0.77:53".parse().expect("addr"));
-        let off = OffCpu { start: 0, end: 0, tgid: 1, user_stack: 4, kernel_stack: 5, syscall: 45, target: down, waker_tgid: 0 };
+        let off = OffCpu {
+            start: 0,
+            end: 0,
+            tgid: 1,
+            user_stack: 4,
+            kernel_stack: 5,
+            syscall: 45,
+            target: down,
+            waker_tgid: 0,
+        };
         // The serving thread blocked on the downstream (counted once), and a
         // DNS wait came from elsewhere (another thread, a goroutine).
         let attribution = Attribution {
             off: vec![(off, 50_000_000)],
             samples: Vec::new(),
-            waits: vec![(down, Wait::Response, 50_000_000), (dns, Wait::Response, 30_000_000)],
+            waits: vec![
+                (down, Wait::Response, 50_000_000),
+                (dns, Wait::Response, 30_000_000),
+            ],
         };
         s.record(req("/api", 100), origin(), &attribution);
         let causes = &s.slowest()[0].causes;
         assert_eq!(causes.len(), 2, "{causes:?}");
-        assert_eq!(causes[0], (Cause { tgid: 1, syscall: 45, target: down, user_stack: 4 }, 50_000));
-        assert_eq!(causes[1], (Cause { tgid: 1, syscall: Cause::WAIT_RESPONSE, target: dns, user_stack: -1 }, 30_000));
+        assert_eq!(
+            causes[0],
+            (
+                Cause {
+                    tgid: 1,
+                    syscall: 45,
+                    target: down,
+                    user_stack: 4
+                },
+                50_000
+            )
+        );
+        assert_eq!(
+            causes[1],
+            (
+                Cause {
+                    tgid: 1,
+                    syscall: Cause::WAIT_RESPONSE,
+                    target: dns,
+                    user_stack: -1
+                },
+                30_000
+            )
+        );
         assert!((route(&s, "/api").explained_pct() - 80.0).abs() < 0.01);
-        let key = ChainKey { comm: Rc::from("srv"), route: 0, stage: Stage::Handler, leaf: Leaf::Waiting(dns, Wait::Response) };
+        let key = ChainKey {
+            comm: Rc::from("srv"),
+            route: 0,
+            stage: Stage::Handler,
+            leaf: Leaf::Waiting(dns, Wait::Response),
+        };
         assert_eq!(s.folded[&key], 30_000);
     }
 }

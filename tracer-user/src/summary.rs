@@ -19,7 +19,11 @@ const SLOWEST_SHOWN: usize = 5;
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let procs: Vec<String> = report.processes.iter().map(|p| format!("{} ({})", p.comm, p.pid)).collect();
+    let procs: Vec<String> = report
+        .processes
+        .iter()
+        .map(|p| format!("{} ({})", p.comm, p.pid))
+        .collect();
     let _ = writeln!(
         out,
         "traced {} for {:.1}s: {} connections, {} requests, {} events ({:.0}/s), {} dropped",
@@ -43,8 +47,22 @@ pub fn render(report: &Report) -> String {
     }
 
     let explained = report.routes.iter().any(|r| r.explained_pct.is_some());
-    let _ = writeln!(out, "\nroutes (p50 / p99 per stage{})", if explained { "; EXPL: share of handler time the stacks explain" } else { "" });
-    let route_w = report.routes.iter().map(|r| r.method.len() + r.path.len() + 1).max().unwrap_or(5).clamp(5, 40);
+    let _ = writeln!(
+        out,
+        "\nroutes (p50 / p99 per stage{})",
+        if explained {
+            "; EXPL: share of handler time the stacks explain"
+        } else {
+            ""
+        }
+    );
+    let route_w = report
+        .routes
+        .iter()
+        .map(|r| r.method.len() + r.path.len() + 1)
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 40);
     let _ = write!(out, "{:<route_w$} {:>7} {:>17}", "ROUTE", "COUNT", "TOTAL");
     for s in Stage::ALL {
         let _ = write!(out, " {:>17}", s.name());
@@ -59,9 +77,17 @@ pub fn render(report: &Report) -> String {
             label.truncate(route_w - 1);
             label.push('…');
         }
-        let _ = write!(out, "{label:<route_w$} {:>7} {:>17}", r.count, pair(r.p50_us, r.p99_us));
+        let _ = write!(
+            out,
+            "{label:<route_w$} {:>7} {:>17}",
+            r.count,
+            pair(r.p50_us, r.p99_us)
+        );
         for s in Stage::ALL {
-            let cell = r.stages.get(s.name()).map_or_else(|| "-".to_string(), |st| pair(st.p50_us, st.p99_us));
+            let cell = r
+                .stages
+                .get(s.name())
+                .map_or_else(|| "-".to_string(), |st| pair(st.p50_us, st.p99_us));
             let _ = write!(out, " {cell:>17}");
         }
         if let Some(pct) = r.explained_pct {
@@ -112,9 +138,23 @@ pub fn render(report: &Report) -> String {
         );
         let chain: Vec<String> = Stage::LATENCY
             .iter()
-            .filter_map(|st| s.stages.get(st.name()).filter(|&&v| v > 0).map(|v| format!("{} {}", st.name(), duration(*v))))
+            .filter_map(|st| {
+                s.stages
+                    .get(st.name())
+                    .filter(|&&v| v > 0)
+                    .map(|v| format!("{} {}", st.name(), duration(*v)))
+            })
             .collect();
-        let _ = writeln!(out, "   {}{}", chain.join(" -> "), if s.outcome == "complete" { String::new() } else { format!(" [{}]", s.outcome) });
+        let _ = writeln!(
+            out,
+            "   {}{}",
+            chain.join(" -> "),
+            if s.outcome == "complete" {
+                String::new()
+            } else {
+                format!(" [{}]", s.outcome)
+            }
+        );
         for b in s.blocked_on.iter().take(3) {
             let _ = writeln!(out, "   blocked on {} ({})", b.what, duration(b.us));
         }

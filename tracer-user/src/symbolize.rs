@@ -80,7 +80,10 @@ impl Default for Symbolizer {
 impl Symbolizer {
     pub fn new() -> Self {
         Symbolizer {
-            blaze: Blaze::builder().enable_code_info(false).enable_inlined_fns(false).build(),
+            blaze: Blaze::builder()
+                .enable_code_info(false)
+                .enable_inlined_fns(false)
+                .build(),
             procs: FxHashMap::default(),
             kernel: FxHashMap::default(),
             unknown: Rc::from("[unknown]"),
@@ -90,7 +93,10 @@ impl Symbolizer {
     /// Snapshots `pid`'s mappings now, while it lives.
     pub fn watch(&mut self, pid: u32) {
         let maps = read_maps(pid);
-        let p = self.procs.entry(pid).or_insert_with(|| Process { maps: Vec::new(), frames: FxHashMap::default() });
+        let p = self.procs.entry(pid).or_insert_with(|| Process {
+            maps: Vec::new(),
+            frames: FxHashMap::default(),
+        });
         if !maps.is_empty() {
             p.maps = maps;
         }
@@ -103,26 +109,48 @@ impl Symbolizer {
         }
         let missing: Vec<u64> = {
             let p = &self.procs[&pid];
-            addrs.iter().copied().filter(|a| !p.frames.contains_key(a)).collect()
+            addrs
+                .iter()
+                .copied()
+                .filter(|a| !p.frames.contains_key(a))
+                .collect()
         };
         if !missing.is_empty() {
             // An address outside every known mapping: the process mapped more since.
-            if missing.iter().any(|&a| self.procs[&pid].maps.iter().all(|m| a < m.start || a >= m.end)) {
+            if missing.iter().any(|&a| {
+                self.procs[&pid]
+                    .maps
+                    .iter()
+                    .all(|m| a < m.start || a >= m.end)
+            }) {
                 self.watch(pid);
             }
             self.resolve_user(pid, &missing);
         }
         let p = &self.procs[&pid];
-        addrs.iter().map(|a| p.frames.get(a).cloned().unwrap_or_else(|| self.unknown.clone())).collect()
+        addrs
+            .iter()
+            .map(|a| {
+                p.frames
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| self.unknown.clone())
+            })
+            .collect()
     }
 
     fn resolve_user(&mut self, pid: u32, addrs: &[u64]) {
-        let Some(p) = self.procs.get_mut(&pid) else { return };
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
         // Group by mapping so each file is symbolized in one batch.
         let mut by_file: FxHashMap<usize, Vec<(u64, u64)>> = FxHashMap::default();
         for &addr in addrs {
             match p.maps.iter().position(|m| addr >= m.start && addr < m.end) {
-                Some(i) => by_file.entry(i).or_default().push((addr, addr - p.maps[i].start + p.maps[i].offset)),
+                Some(i) => by_file
+                    .entry(i)
+                    .or_default()
+                    .push((addr, addr - p.maps[i].start + p.maps[i].offset)),
                 None => {
                     p.frames.insert(addr, self.unknown.clone());
                 }
@@ -140,7 +168,10 @@ impl Symbolizer {
             let offsets: Vec<u64> = pairs.iter().map(|&(_, off)| off).collect();
             let mut elf = Elf::new(&path);
             elf.debug_syms = true;
-            let syms = self.blaze.symbolize(&Source::from(elf), Input::FileOffset(&offsets)).unwrap_or_default();
+            let syms = self
+                .blaze
+                .symbolize(&Source::from(elf), Input::FileOffset(&offsets))
+                .unwrap_or_default();
             for (j, &(addr, off)) in pairs.iter().enumerate() {
                 let name = match syms.get(j).and_then(|s| s.as_sym()) {
                     Some(sym) => Rc::from(sym.name.as_ref()),
@@ -154,12 +185,19 @@ impl Symbolizer {
     /// Frame names of kernel addresses, in the order given, suffixed `_[k]`
     /// as flame-graph tools expect for kernel frames.
     pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Frame> {
-        let missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.kernel.contains_key(a)).collect();
+        let missing: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.kernel.contains_key(a))
+            .collect();
         if !missing.is_empty() {
             let mut src = Kernel::default();
             src.vmlinux = MaybeDefault::None;
             src.debug_syms = false;
-            let syms = self.blaze.symbolize(&Source::from(src), Input::AbsAddr(&missing)).unwrap_or_default();
+            let syms = self
+                .blaze
+                .symbolize(&Source::from(src), Input::AbsAddr(&missing))
+                .unwrap_or_default();
             for (j, &addr) in missing.iter().enumerate() {
                 let name = match syms.get(j).and_then(|s| s.as_sym()) {
                     Some(sym) => format!("{}_[k]", sym.name),
@@ -168,12 +206,22 @@ impl Symbolizer {
                 self.kernel.insert(addr, Rc::from(name));
             }
         }
-        addrs.iter().map(|a| self.kernel.get(a).cloned().unwrap_or_else(|| self.unknown.clone())).collect()
+        addrs
+            .iter()
+            .map(|a| {
+                self.kernel
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| self.unknown.clone())
+            })
+            .collect()
     }
 }
 
 fn read_maps(pid: u32) -> Vec<Mapping> {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     parse_maps(&text)
         .into_iter()
@@ -192,7 +240,10 @@ fn read_maps(pid: u32) -> Vec<Mapping> {
 }
 
 fn module_name(path: &Path) -> String {
-    path.file_name().map(OsStr::to_string_lossy).map(|s| s.into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(OsStr::to_string_lossy)
+        .map(|s| s.into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 #[cfg(test)]
@@ -211,7 +262,15 @@ mod tests {
         let maps = parse_maps(text);
         assert_eq!(maps.len(), 3);
         assert_eq!(maps[1].path, PathBuf::from("[vdso]"));
-        assert_eq!(maps[0], Mapping { start: 0x55d0c0a01000, end: 0x55d0c0a02000, offset: 0x1000, path: "/usr/bin/prog".into() });
+        assert_eq!(
+            maps[0],
+            Mapping {
+                start: 0x55d0c0a01000,
+                end: 0x55d0c0a02000,
+                offset: 0x1000,
+                path: "/usr/bin/prog".into()
+            }
+        );
         assert_eq!(maps[2].offset, 0x28000);
     }
 
@@ -219,7 +278,10 @@ mod tests {
     /// functions: by symbol, then with the binary stripped, as module+offset.
     #[test]
     fn symbols_of_a_program_built_here_and_of_its_stripped_copy() {
-        use std::{io::BufRead, process::{Command, Stdio}};
+        use std::{
+            io::BufRead,
+            process::{Command, Stdio},
+        };
         let dir = std::env::temp_dir().join(format!("tracer-sym-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("dir");
         let src = dir.join("prog.c");
@@ -232,21 +294,46 @@ mod tests {
         .expect("source");
         let prog = dir.join("prog");
         let stripped = dir.join("prog-stripped");
-        let ok = Command::new("gcc").args(["-O0", "-g", "-o"]).arg(&prog).arg(&src).status().expect("gcc").success();
+        let ok = Command::new("gcc")
+            .args(["-O0", "-g", "-o"])
+            .arg(&prog)
+            .arg(&src)
+            .status()
+            .expect("gcc")
+            .success();
         assert!(ok, "gcc failed");
         fs::copy(&prog, &stripped).expect("copy");
-        assert!(Command::new("strip").arg(&stripped).status().expect("strip").success());
+        assert!(
+            Command::new("strip")
+                .arg(&stripped)
+                .status()
+                .expect("strip")
+                .success()
+        );
 
         let name_of = |bin: &Path| -> (String, String) {
-            let mut child = Command::new(bin).stdout(Stdio::piped()).spawn().expect("run");
+            let mut child = Command::new(bin)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("run");
             let mut line = String::new();
-            std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
-            let addr = u64::from_str_radix(line.trim().trim_start_matches("0x"), 16).expect("hex address");
+            std::io::BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("address");
+            let addr =
+                u64::from_str_radix(line.trim().trim_start_matches("0x"), 16).expect("hex address");
             let mut s = Symbolizer::new();
             let frame = s.user(child.id(), &[addr + 1]).remove(0).to_string();
             let maps = read_maps(child.id());
-            let m = maps.iter().find(|m| addr >= m.start && addr < m.end).expect("mapping");
-            let expected_offset = format!("{}+{:#x}", module_name(&m.path), addr + 1 - m.start + m.offset);
+            let m = maps
+                .iter()
+                .find(|m| addr >= m.start && addr < m.end)
+                .expect("mapping");
+            let expected_offset = format!(
+                "{}+{:#x}",
+                module_name(&m.path),
+                addr + 1 - m.start + m.offset
+            );
             let _ = child.kill();
             let _ = child.wait();
             (frame, expected_offset)
@@ -268,7 +355,9 @@ mod tests {
 
     #[test]
     fn kernel_addresses_get_names() {
-        let Ok(kallsyms) = fs::read_to_string("/proc/kallsyms") else { return };
+        let Ok(kallsyms) = fs::read_to_string("/proc/kallsyms") else {
+            return;
+        };
         // Unreadable addresses (not root) are all zeros: nothing to check then.
         let Some(addr) = kallsyms
             .lines()

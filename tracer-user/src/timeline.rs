@@ -69,7 +69,10 @@ pub struct Timeline {
 }
 
 fn trim<T>(q: &mut VecDeque<T>, newest: u64, ts: impl Fn(&T) -> u64) {
-    while q.len() > KEEP_PER_THREAD || q.front().is_some_and(|e| newest.saturating_sub(ts(e)) > HORIZON_NS) {
+    while q.len() > KEEP_PER_THREAD
+        || q.front()
+            .is_some_and(|e| newest.saturating_sub(ts(e)) > HORIZON_NS)
+    {
         q.pop_front();
     }
 }
@@ -91,7 +94,9 @@ impl Timeline {
     /// gives back the room of emptied logs.
     pub fn sweep(&mut self, now: u64) {
         let recent = |ts: Option<u64>| ts.is_some_and(|t| now.saturating_sub(t) < HORIZON_NS);
-        self.threads.retain(|_, log| recent(log.off.back().map(|o| o.end)) || recent(log.samples.back().map(|s| s.ts)));
+        self.threads.retain(|_, log| {
+            recent(log.off.back().map(|o| o.end)) || recent(log.samples.back().map(|s| s.ts))
+        });
         for log in self.threads.values_mut() {
             trim(&mut log.off, now, |o| o.end);
             trim(&mut log.samples, now, |s| s.ts);
@@ -113,7 +118,9 @@ impl Timeline {
             if tids[..i].contains(tid) {
                 continue;
             }
-            let Some(log) = self.threads.get(tid) else { continue };
+            let Some(log) = self.threads.get(tid) else {
+                continue;
+            };
             // Entries are in time order: skip from the back, newest first.
             for off in log.off.iter().rev().take_while(|o| o.end > from) {
                 let inside = off.end.min(to).saturating_sub(off.start.max(from));
@@ -121,7 +128,13 @@ impl Timeline {
                     out.off.push((*off, inside));
                 }
             }
-            out.samples.extend(log.samples.iter().rev().take_while(|s| s.ts >= from).filter(|s| s.ts <= to));
+            out.samples.extend(
+                log.samples
+                    .iter()
+                    .rev()
+                    .take_while(|s| s.ts >= from)
+                    .filter(|s| s.ts <= to),
+            );
         }
         out
     }
@@ -132,11 +145,25 @@ mod tests {
     use super::*;
 
     fn off(start: u64, end: u64) -> OffCpu {
-        OffCpu { start, end, tgid: 1, user_stack: 1, kernel_stack: 2, syscall: 230, target: Target::None, waker_tgid: 0 }
+        OffCpu {
+            start,
+            end,
+            tgid: 1,
+            user_stack: 1,
+            kernel_stack: 2,
+            syscall: 230,
+            target: Target::None,
+            waker_tgid: 0,
+        }
     }
 
     fn sample(ts: u64) -> Sample {
-        Sample { ts, tgid: 1, user_stack: 3, kernel_stack: -1 }
+        Sample {
+            ts,
+            tgid: 1,
+            user_stack: 3,
+            kernel_stack: -1,
+        }
     }
 
     #[test]
@@ -182,6 +209,10 @@ mod tests {
         assert_eq!(t.within(&[1], 0, u64::MAX).samples.len(), KEEP_PER_THREAD);
         t.push_off_cpu(2, off(0, 1));
         t.push_off_cpu(2, off(HORIZON_NS + 10, HORIZON_NS + 20));
-        assert_eq!(t.within(&[2], 0, u64::MAX).off.len(), 1, "older than the horizon is gone");
+        assert_eq!(
+            t.within(&[2], 0, u64::MAX).off.len(),
+            1,
+            "older than the horizon is gone"
+        );
     }
 }

@@ -24,7 +24,15 @@ pub fn ensure_mounted() -> Result<bool, TracefsError> {
     let cstr = |s: &str| CString::new(s).map_err(|e| TracefsError::Mount(std::io::Error::other(e)));
     let (src, target, fstype) = (cstr("tracefs")?, cstr(ROOT)?, cstr("tracefs")?);
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(TracefsError::Mount(std::io::Error::last_os_error()));
     }
@@ -33,15 +41,27 @@ pub fn ensure_mounted() -> Result<bool, TracefsError> {
 
 /// Whether `group/event` exists on this kernel.
 pub fn has_tracepoint(group: &str, event: &str) -> bool {
-    Path::new(ROOT).join("events").join(group).join(event).is_dir()
+    Path::new(ROOT)
+        .join("events")
+        .join(group)
+        .join(event)
+        .is_dir()
 }
 
 /// Byte offset of `field` in the record of tracepoint `group/event`.
 pub fn field_offset(group: &str, event: &str, field: &str) -> Result<u32, TracefsError> {
     let tracepoint = format!("{group}/{event}");
-    let path = Path::new(ROOT).join("events").join(group).join(event).join("format");
-    let text = fs::read_to_string(path).map_err(|_| TracefsError::MissingTracepoint(tracepoint.clone()))?;
-    parse_field_offset(&text, field).ok_or(TracefsError::MissingField { tracepoint, field: field.to_string() })
+    let path = Path::new(ROOT)
+        .join("events")
+        .join(group)
+        .join(event)
+        .join("format");
+    let text = fs::read_to_string(path)
+        .map_err(|_| TracefsError::MissingTracepoint(tracepoint.clone()))?;
+    parse_field_offset(&text, field).ok_or(TracefsError::MissingField {
+        tracepoint,
+        field: field.to_string(),
+    })
 }
 
 fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
@@ -51,7 +71,9 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        let offset = line.split(';').find_map(|p| p.trim().strip_prefix("offset:"))?;
+        let offset = line
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("offset:"))?;
         offset.parse().ok()
     })
 }

@@ -39,7 +39,13 @@ enum Config {
 }
 
 impl Config {
-    const ALL: [Config; 5] = [Config::Untraced, Config::Tracer, Config::TracerChainOnly, Config::Bpftrace, Config::Perf];
+    const ALL: [Config; 5] = [
+        Config::Untraced,
+        Config::Tracer,
+        Config::TracerChainOnly,
+        Config::Bpftrace,
+        Config::Perf,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -72,11 +78,17 @@ pub struct Plan {
 }
 
 pub fn run(plan: Plan) -> Result<()> {
-    let Plan { rounds, seconds, held, churn } = plan;
+    let Plan {
+        rounds,
+        seconds,
+        held,
+        churn,
+    } = plan;
     let bin = go_binary("basic")?;
     let port = free_port()?;
     let mut cmd = Command::new(bin);
-    cmd.args(["-addr", &format!("127.0.0.1:{port}")]).stderr(Stdio::null());
+    cmd.args(["-addr", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null());
     let server = Server::start(cmd, port)?;
     let url = server.url("/fast");
     let out_dir = workspace_root().join("target/bench");
@@ -86,28 +98,47 @@ pub fn run(plan: Plan) -> Result<()> {
         eprintln!("bench: warming up");
         wrk_latency(&url, WRK_THREADS, WRK_CONNECTIONS, 3)?;
     }
-    let mut results: Vec<(Config, Vec<Run>)> = Config::ALL.iter().map(|&c| (c, Vec::new())).collect();
+    let mut results: Vec<(Config, Vec<Run>)> =
+        Config::ALL.iter().map(|&c| (c, Vec::new())).collect();
     for round in 0..rounds {
         for i in 0..Config::ALL.len() {
             let config = Config::ALL[(i + round) % Config::ALL.len()];
             let run = measure(config, server.pid(), &url, seconds, &out_dir)
                 .with_context(|| format!("bench round {} of {}", round + 1, config.name()))?;
-            eprintln!("bench: round {} {:<45} {:>9.0} req/s p99 {:>7.0} µs", round + 1, config.name(), run.wrk.req_per_s, run.wrk.p99_us);
+            eprintln!(
+                "bench: round {} {:<45} {:>9.0} req/s p99 {:>7.0} µs",
+                round + 1,
+                config.name(),
+                run.wrk.req_per_s,
+                run.wrk.p99_us
+            );
             if let Some((_, runs)) = results.iter_mut().find(|(c, _)| *c == config) {
                 runs.push(run);
             }
         }
     }
-    let costs = if rounds > 0 { Some(event_costs(server.pid(), &url, seconds, &out_dir)?) } else { None };
+    let costs = if rounds > 0 {
+        Some(event_costs(server.pid(), &url, seconds, &out_dir)?)
+    } else {
+        None
+    };
     drop(server);
     let dir = workspace_root().join("bench");
     fs::create_dir_all(&dir)?;
     let (mut json, mut md) = if rounds > 0 {
         summarize(&results, rounds, seconds)
     } else {
-        let old = fs::read_to_string(dir.join("results.json")).ok().and_then(|s| serde_json::from_str(&s).ok());
+        let old = fs::read_to_string(dir.join("results.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
         let old_md = fs::read_to_string(dir.join("results.md")).unwrap_or_default();
-        let old_md = old_md.split("\n### Scale").next().unwrap_or("").trim_end().to_string() + "\n";
+        let old_md = old_md
+            .split("\n### Scale")
+            .next()
+            .unwrap_or("")
+            .trim_end()
+            .to_string()
+            + "\n";
         (old.unwrap_or_else(|| json!({})), old_md)
     };
     if let Some((costs_md, costs_json)) = costs {
@@ -117,7 +148,10 @@ pub fn run(plan: Plan) -> Result<()> {
     eprintln!("bench: scale run, {held} connections held open, {churn} opened and closed");
     let scale = scenarios::scale::run(held, churn, churn / 10, &out_dir.join("scale"))?;
     let _ = writeln!(md, "\n### Scale\n");
-    let _ = writeln!(md, "| held open | opened and closed | requests sent | counted | connections counted | open at once | drops | tracer RSS after warm-up | at the end | growth |");
+    let _ = writeln!(
+        md,
+        "| held open | opened and closed | requests sent | counted | connections counted | open at once | drops | tracer RSS after warm-up | at the end | growth |"
+    );
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         md,
@@ -134,7 +168,10 @@ pub fn run(plan: Plan) -> Result<()> {
         scale.rss_growth_pct()
     );
     json["scale"] = serde_json::to_value(&scale)?;
-    fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     fs::write(dir.join("results.md"), &md)?;
     println!("{md}");
     println!("written: bench/results.json, bench/results.md");
@@ -144,9 +181,16 @@ pub fn run(plan: Plan) -> Result<()> {
 fn measure(config: Config, pid: u32, url: &str, seconds: u32, out_dir: &Path) -> Result<Run> {
     let load = || wrk_latency(url, WRK_THREADS, WRK_CONNECTIONS, seconds);
     match config {
-        Config::Untraced => Ok(Run { wrk: load()?, ..Run::default() }),
+        Config::Untraced => Ok(Run {
+            wrk: load()?,
+            ..Run::default()
+        }),
         Config::Tracer | Config::TracerChainOnly => {
-            let extra: &[&str] = if config == Config::Tracer { &[] } else { &["--freq", "0", "--no-off-cpu"] };
+            let extra: &[&str] = if config == Config::Tracer {
+                &[]
+            } else {
+                &["--freq", "0", "--no-off-cpu"]
+            };
             let out = out_dir.join("tracer");
             let tracer = TracerRun::record(&[pid], &out, extra)?;
             let tool = tracer.pid();
@@ -201,7 +245,9 @@ fn event_costs(pid: u32, url: &str, seconds: u32, out_dir: &Path) -> Result<(Str
     fs::write(STATS, "1").context("enabling kernel.bpf_stats_enabled")?;
     let result = (|| -> Result<(WrkResult, f64, Value)> {
         let tracer = TracerRun::record(&[pid], &out_dir.join("costs"), &[])?;
-        let (wrk, cpu) = with_cpu(tracer.pid(), || wrk_latency(url, WRK_THREADS, WRK_CONNECTIONS, seconds))?;
+        let (wrk, cpu) = with_cpu(tracer.pid(), || {
+            wrk_latency(url, WRK_THREADS, WRK_CONNECTIONS, seconds)
+        })?;
         let done = tracer.stop()?;
         Ok((wrk, cpu, done.report))
     })();
@@ -209,8 +255,12 @@ fn event_costs(pid: u32, url: &str, seconds: u32, out_dir: &Path) -> Result<(Str
     let (wrk, cpu, report) = result?;
     let requests = wrk.requests.max(1) as f64;
     let duration = report["duration_s"].as_f64().unwrap_or(1.0);
-    let mut md = String::from("\n### Per-event cost\n\nOne more traced run, with the kernel counting each program's runs and time:\n\n");
-    md.push_str("| where | runs per request | ns per run | µs per request |\n|---|---:|---:|---:|\n");
+    let mut md = String::from(
+        "\n### Per-event cost\n\nOne more traced run, with the kernel counting each program's runs and time:\n\n",
+    );
+    md.push_str(
+        "| where | runs per request | ns per run | µs per request |\n|---|---:|---:|---:|\n",
+    );
     let mut total_us = 0.0;
     let mut rows = Vec::new();
     for p in report["program_costs"].as_array().into_iter().flatten() {
@@ -222,7 +272,11 @@ fn event_costs(pid: u32, url: &str, seconds: u32, out_dir: &Path) -> Result<(Str
         }
         let us = per_request * ns / 1000.0;
         total_us += us;
-        let _ = writeln!(md, "| {} (kernel) | {per_request:.2} | {ns:.0} | {us:.2} |", p["program"].as_str().unwrap_or("?"));
+        let _ = writeln!(
+            md,
+            "| {} (kernel) | {per_request:.2} | {ns:.0} | {us:.2} |",
+            p["program"].as_str().unwrap_or("?")
+        );
         rows.push(json!({"program": p["program"], "runs_per_request": per_request, "ns_per_run": ns, "us_per_request": us}));
     }
     let user_us = cpu / 100.0 * f64::from(seconds) * 1e6 / requests;
@@ -259,7 +313,12 @@ fn measure_tool(mut child: Child, load: impl FnOnce() -> Result<WrkResult>) -> R
         thread::sleep(Duration::from_millis(50));
     }
     let _ = child.wait();
-    Ok(Run { wrk, tool_cpu_pct: Some(cpu), tool_rss_mb: rss, ..Run::default() })
+    Ok(Run {
+        wrk,
+        tool_cpu_pct: Some(cpu),
+        tool_rss_mb: rss,
+        ..Run::default()
+    })
 }
 
 /// Waits for `marker` on the child's stdout (bpftrace's "Attaching N probes").
@@ -295,20 +354,34 @@ fn with_cpu(pid: u32, load: impl FnOnce() -> Result<WrkResult>) -> Result<(WrkRe
     let wrk = load()?;
     let c1 = cpu_ticks(pid);
     let ticks_per_s = 100.0;
-    Ok((wrk, (c1.saturating_sub(c0)) as f64 / ticks_per_s / t0.elapsed().as_secs_f64() * 100.0))
+    Ok((
+        wrk,
+        (c1.saturating_sub(c0)) as f64 / ticks_per_s / t0.elapsed().as_secs_f64() * 100.0,
+    ))
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse().ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kb / 1024.0)
 }
 
@@ -334,16 +407,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn summarize(results: &[(Config, Vec<Run>)], rounds: usize, seconds: u32) -> (Value, String) {
-    let base = results.iter().find(|(c, _)| *c == Config::Untraced).map(|(_, r)| r.clone()).unwrap_or_default();
+    let base = results
+        .iter()
+        .find(|(c, _)| *c == Config::Untraced)
+        .map(|(_, r)| r.clone())
+        .unwrap_or_default();
     let base_rps = median(base.iter().map(|r| r.wrk.req_per_s).collect());
     let base_p99 = median(base.iter().map(|r| r.wrk.p99_us).collect());
     let machine = machine();
     let mut md = String::new();
-    let _ = writeln!(md, "| configuration | req/s | vs untraced | p50 | p99 | p99 vs untraced | tool CPU (% of a core) | tool peak RSS | events/s | drops |");
+    let _ = writeln!(
+        md,
+        "| configuration | req/s | vs untraced | p50 | p99 | p99 vs untraced | tool CPU (% of a core) | tool peak RSS | events/s | drops |"
+    );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
     for (config, runs) in results {
@@ -360,7 +444,9 @@ fn summarize(results: &[(Config, Vec<Run>)], rounds: usize, seconds: u32) -> (Va
         let drops: Option<u64> = runs.iter().filter_map(|r| r.drops).max();
         let ratio = if base_rps > 0.0 { rps / base_rps } else { 0.0 };
         let p99_ratio = if base_p99 > 0.0 { p99 / base_p99 } else { 0.0 };
-        let fmt = |v: Option<f64>, unit: &str, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}{unit}"));
+        let fmt = |v: Option<f64>, unit: &str, digits: usize| {
+            v.map_or("-".to_string(), |v| format!("{v:.digits$}{unit}"))
+        };
         let _ = writeln!(
             md,
             "| {} | {:.0} | {:.1}% | {:.2} ms | {:.2} ms | {:.2}x | {} | {} | {} | {} |",
@@ -400,7 +486,11 @@ fn machine() -> String {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_default();
     format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
 }

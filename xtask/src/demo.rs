@@ -17,10 +17,17 @@ pub fn run(name: &str) -> Result<()> {
     eprintln!("xtask: scenario {name}: {}", expected.summary);
     let outcome = catalog::run(name, &out)?;
     println!("{}", outcome.output.stdout);
-    println!("\nexpected: {} dominates {}", expected.stage, expected.route);
+    println!(
+        "\nexpected: {} dominates {}",
+        expected.stage, expected.route
+    );
     print!("{}", outcome.render_checks());
-    let files = ["chains.svg", "oncpu.svg", "offcpu.svg"].map(|f| outcome.output.out.join(f).display().to_string());
-    println!("\nflame graphs (open in a browser):\n  {}", files.join("\n  "));
+    let files = ["chains.svg", "oncpu.svg", "offcpu.svg"]
+        .map(|f| outcome.output.out.join(f).display().to_string());
+    println!(
+        "\nflame graphs (open in a browser):\n  {}",
+        files.join("\n  ")
+    );
     if !outcome.passed() {
         bail!("scenario {name}: the diagnosis does not match the expected one");
     }

@@ -30,9 +30,7 @@ enum Task {
     Demo,
     /// Run one scenario (or list them): servers, load, trace, diagnosis,
     /// and whether the diagnosis matches the expected one.
-    Scenario {
-        name: Option<String>,
-    },
+    Scenario { name: Option<String> },
     /// Measure what tracing costs a saturated server, against bpftrace and perf.
     Bench {
         /// Rounds; each runs every configuration once.
@@ -73,12 +71,23 @@ fn main() -> Result<()> {
             build()?;
             demo::run(&name)
         }
-        Task::Bench { rounds, seconds, held, churn, scale_only } => {
+        Task::Bench {
+            rounds,
+            seconds,
+            held,
+            churn,
+            scale_only,
+        } => {
             build()?;
             if !sh::is_root() {
                 anyhow::bail!("the bench loads eBPF programs: run cargo xtask bench as root");
             }
-            bench::run(bench::Plan { rounds: if scale_only { 0 } else { rounds }, seconds, held, churn })
+            bench::run(bench::Plan {
+                rounds: if scale_only { 0 } else { rounds },
+                seconds,
+                held,
+                churn,
+            })
         }
     }
 }
@@ -95,8 +104,24 @@ fn build() -> Result<()> {
 fn test(filter: Option<String>) -> Result<()> {
     let started = std::time::Instant::now();
     build()?;
-    let mut unit = vec!["test", "--release", "--workspace", "--exclude", "tracer-ebpf"];
-    let mut integration = vec!["test", "--release", "-p", "scenarios", "--test", "*", "--", "--include-ignored", "--test-threads=1"];
+    let mut unit = vec![
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+    ];
+    let mut integration = vec![
+        "test",
+        "--release",
+        "-p",
+        "scenarios",
+        "--test",
+        "*",
+        "--",
+        "--include-ignored",
+        "--test-threads=1",
+    ];
     if let Some(f) = filter.as_deref() {
         unit.extend(["--", f]);
         integration.push(f);
@@ -106,6 +131,9 @@ fn test(filter: Option<String>) -> Result<()> {
         anyhow::bail!("the integration tests load eBPF programs: run cargo xtask test as root");
     }
     sh::cargo(&integration)?;
-    eprintln!("xtask: all tests passed in {:.0}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "xtask: all tests passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -35,12 +35,24 @@ fn bpf_toolchain() -> Result<()> {
     let toolchains = sh::output("rustup", &["toolchain", "list"]).unwrap_or_default();
     let nightly = toolchains.lines().any(|l| l.starts_with("nightly"));
     let toolchain = if nightly { "nightly" } else { "stable" };
-    let components = sh::output("rustup", &["component", "list", "--installed", "--toolchain", toolchain]).unwrap_or_default();
+    let components = sh::output(
+        "rustup",
+        &["component", "list", "--installed", "--toolchain", toolchain],
+    )
+    .unwrap_or_default();
     if !components.lines().any(|l| l.starts_with("rust-src")) {
-        sh::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]))?;
+        sh::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            toolchain,
+        ]))?;
     }
     if !nightly {
-        eprintln!("xtask: no nightly toolchain: building the eBPF programs with stable and RUSTC_BOOTSTRAP=1");
+        eprintln!(
+            "xtask: no nightly toolchain: building the eBPF programs with stable and RUSTC_BOOTSTRAP=1"
+        );
         sh::set_cargo_env(vec![
             ("TRACER_EBPF_TOOLCHAIN".into(), "stable".into()),
             ("RUSTC_BOOTSTRAP".into(), "1".into()),
@@ -54,16 +66,28 @@ fn bpf_linker() -> Result<()> {
     if version.contains(BPF_LINKER) {
         return Ok(());
     }
-    sh::run(Command::new("cargo").args(["install", &format!("bpf-linker@{BPF_LINKER}"), "--locked", "--force"]))
+    sh::run(Command::new("cargo").args([
+        "install",
+        &format!("bpf-linker@{BPF_LINKER}"),
+        "--locked",
+        "--force",
+    ]))
 }
 
 fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().filter(|(bin, _)| !sh::have(bin)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(bin, _)| !sh::have(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !sh::is_root() {
-        bail!("missing packages {}: run cargo xtask setup as root, or apt-get install them", missing.join(" "));
+        bail!(
+            "missing packages {}: run cargo xtask setup as root, or apt-get install them",
+            missing.join(" ")
+        );
     }
     sh::run(Command::new("apt-get").args(["update", "-q"]))?;
     sh::run(

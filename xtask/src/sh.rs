@@ -13,7 +13,9 @@ pub fn set_cargo_env(vars: Vec<(String, String)>) {
 
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: {}", describe(cmd));
-    let status = cmd.status().with_context(|| format!("running {}", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", describe(cmd)))?;
     if !status.success() {
         bail!("{} failed: {status}", describe(cmd));
     }
@@ -23,7 +25,9 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Output of a command, or `None` if it cannot run or fails.
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn cargo(args: &[&str]) -> Result<()> {
@@ -36,7 +40,10 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 }
 
 pub fn have(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 pub fn is_root() -> bool {
