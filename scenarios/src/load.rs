@@ -70,22 +70,8 @@ fn parse_hey(text: &str) -> LoadResult {
 /// `wrk` for `seconds` with `connections` keep-alive connections; returns the
 /// number of completed requests it reports.
 pub fn wrk(url: &str, threads: u32, connections: u32, seconds: u32) -> Result<u64> {
-    let out = Command::new("wrk")
-        .args([
-            "-t",
-            &threads.to_string(),
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{seconds}s"),
-            url,
-        ])
-        .output()
-        .context("running wrk (cargo xtask setup installs it)")?;
-    if !out.status.success() {
-        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    parse_wrk(&String::from_utf8_lossy(&out.stdout)).context("wrk printed no request count")
+    let text = run_wrk(&[], url, threads, connections, seconds)?;
+    parse_wrk(&text).context("wrk printed no request count")
 }
 
 /// What `wrk --latency` measured.
@@ -99,9 +85,21 @@ pub struct WrkResult {
 
 /// `wrk --latency` for `seconds`: throughput and latency percentiles.
 pub fn wrk_latency(url: &str, threads: u32, connections: u32, seconds: u32) -> Result<WrkResult> {
+    let text = run_wrk(&["--latency"], url, threads, connections, seconds)?;
+    parse_wrk_latency(&text).context("wrk printed no latency distribution")
+}
+
+/// Runs wrk and returns what it printed.
+fn run_wrk(
+    extra: &[&str],
+    url: &str,
+    threads: u32,
+    connections: u32,
+    seconds: u32,
+) -> Result<String> {
     let out = Command::new("wrk")
+        .args(extra)
         .args([
-            "--latency",
             "-t",
             &threads.to_string(),
             "-c",
@@ -115,8 +113,7 @@ pub fn wrk_latency(url: &str, threads: u32, connections: u32, seconds: u32) -> R
     if !out.status.success() {
         bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    parse_wrk_latency(&String::from_utf8_lossy(&out.stdout))
-        .context("wrk printed no latency distribution")
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn parse_wrk_latency(text: &str) -> Option<WrkResult> {

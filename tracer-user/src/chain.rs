@@ -397,11 +397,11 @@ impl Connection {
         stages.set(Stage::RequestRead, p.last_read_exit - p.first_read_exit);
 
         let mut start_ns = wait_from;
-        if seq == 0 {
-            if let (Some(est), Some(acc)) = (self.established_ns, self.accepted_ns) {
-                stages.set(Stage::AcceptQueue, acc.saturating_sub(est));
-                start_ns = est.min(acc);
-            }
+        if seq == 0
+            && let (Some(est), Some(acc)) = (self.established_ns, self.accepted_ns)
+        {
+            stages.set(Stage::AcceptQueue, acc.saturating_sub(est));
+            start_ns = est.min(acc);
         }
 
         let (handler_end, end) = match (phase, outcome) {

@@ -123,8 +123,10 @@ mod tests {
     #[test]
     fn rejects_short_and_unknown_records() {
         assert!(decode(&[1, 2, 3]).is_none());
-        let mut hdr = EventHeader::default();
-        hdr.kind = 200;
+        let mut hdr = EventHeader {
+            kind: 200,
+            ..Default::default()
+        };
         assert!(decode(&bytes_of(&hdr)).is_none());
         hdr.kind = kind::ACCEPT;
         assert!(

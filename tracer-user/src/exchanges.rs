@@ -197,7 +197,8 @@ fn free_parts(start: u64, end: u64, busy: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// Waited time per (target, kind), with overlapping exchanges counted once.
 fn union_by_target(exchanges: &[Exchange]) -> Vec<(Target, Wait, u64)> {
-    let mut groups: Vec<((Target, Wait), Vec<(u64, u64)>)> = Vec::new();
+    type Spans = Vec<(u64, u64)>;
+    let mut groups: Vec<((Target, Wait), Spans)> = Vec::new();
     for e in exchanges {
         match groups.iter_mut().find(|(k, _)| *k == (e.target, e.wait)) {
             Some((_, v)) => v.push((e.start, e.end)),

@@ -222,7 +222,7 @@ fn find_in(btf: &Btf, st: &btf_rs::Struct, field: &str, base_bits: u32) -> Resul
         let name = btf.resolve_name(m).unwrap_or_default();
         let bits = base_bits + m.bit_offset();
         if name == field {
-            if m.bitfield_size().is_some_and(|s| s != 0) || bits % 8 != 0 {
+            if m.bitfield_size().is_some_and(|s| s != 0) || !bits.is_multiple_of(8) {
                 bail!("field {field} is a bitfield");
             }
             return Ok(Some(bits / 8));

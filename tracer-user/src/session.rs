@@ -95,11 +95,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         oncpu,
         offcpu_us,
     } = tables;
-    let sample_us = if settings.freq > 0 {
-        1_000_000 / settings.freq
-    } else {
-        0
-    };
+    let sample_us = 1_000_000u64.checked_div(settings.freq).unwrap_or(0);
     let mut run = Run {
         probes,
         collector: Collector::new(sample_us),
@@ -314,14 +310,14 @@ impl Run {
         }
         self.stacks.note_all(self.collector.new_stacks.drain(..));
         self.stacks.resolve_pending();
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(_)) = c.try_wait() {
-                let pid = c.id();
-                self.traced
-                    .iter_mut()
-                    .filter(|t| t.pid == pid)
-                    .for_each(|t| t.exited = true);
-            }
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(_)) = c.try_wait()
+        {
+            let pid = c.id();
+            self.traced
+                .iter_mut()
+                .filter(|t| t.pid == pid)
+                .for_each(|t| t.exited = true);
         }
         for t in self.traced.iter_mut().filter(|t| !t.exited) {
             if !procfs::is_alive(t.pid) {

@@ -401,10 +401,10 @@ impl Stats {
     }
 
     fn keep_slow(&mut self, slow: SlowRequest) {
-        if self.slowest.len() >= SLOWEST_KEPT {
-            if let Some(Reverse((_, id))) = self.slowest.pop() {
-                self.slow_requests.remove(&id);
-            }
+        if self.slowest.len() >= SLOWEST_KEPT
+            && let Some(Reverse((_, id))) = self.slowest.pop()
+        {
+            self.slow_requests.remove(&id);
         }
         let id = self.next_id;
         self.next_id += 1;

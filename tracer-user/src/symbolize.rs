@@ -191,9 +191,11 @@ impl Symbolizer {
             .filter(|a| !self.kernel.contains_key(a))
             .collect();
         if !missing.is_empty() {
-            let mut src = Kernel::default();
-            src.vmlinux = MaybeDefault::None;
-            src.debug_syms = false;
+            let src = Kernel {
+                vmlinux: MaybeDefault::None,
+                debug_syms: false,
+                ..Default::default()
+            };
             let syms = self
                 .blaze
                 .symbolize(&Source::from(src), Input::AbsAddr(&missing))

@@ -333,12 +333,12 @@ fn wait_attached(child: &mut Child, marker: &str) -> Result<()> {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            if line.contains(marker) {
-                // Attaching is announced before the probes are live.
-                thread::sleep(Duration::from_millis(1500));
-                return Ok(());
-            }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains(marker)
+        {
+            // Attaching is announced before the probes are live.
+            thread::sleep(Duration::from_millis(1500));
+            return Ok(());
         }
         if let Some(status) = child.try_wait()? {
             bail!("exited with {status} before attaching");

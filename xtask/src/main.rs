@@ -95,7 +95,7 @@ fn main() -> Result<()> {
 fn build() -> Result<()> {
     setup::run()?;
     sh::cargo(&["build", "--release", "-p", "tracer-user"])?;
-    for name in scenarios::catalog::GO_PROGRAMS {
+    for name in scenarios::catalog::go_programs() {
         scenarios::go_binary(name)?;
     }
     Ok(())
