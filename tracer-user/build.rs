@@ -8,7 +8,7 @@ fn main() -> anyhow::Result<()> {
         .join("tracer-ebpf");
     let root = root
         .to_str()
-        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {root:?}"))?;
+        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", root.display()))?;
     // Stable's rust-src builds BPF too when a machine has no nightly (RUSTC_BOOTSTRAP=1).
     let toolchain = match std::env::var("TRACER_EBPF_TOOLCHAIN") {
         Ok(name) if !name.is_empty() => {

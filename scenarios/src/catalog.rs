@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
@@ -101,17 +102,17 @@ impl Outcome {
 
     /// The checks, a line each.
     pub fn render_checks(&self) -> String {
-        self.checks
-            .iter()
-            .map(|c| {
-                format!(
-                    "  [{}] {}: {}\n",
-                    if c.ok { "ok" } else { "FAILED" },
-                    c.what,
-                    c.detail
-                )
-            })
-            .collect()
+        let mut out = String::new();
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "  [{}] {}: {}",
+                if c.ok { "ok" } else { "FAILED" },
+                c.what,
+                c.detail
+            );
+        }
+        out
     }
 }
 
@@ -270,11 +271,33 @@ fn fill(template: &str, vars: &BTreeMap<&str, String>) -> String {
     })
 }
 
+/// Every check of a scenario's report against what it expects.
 fn check(
     expected: &Expected,
     report: &Value,
     vars: &BTreeMap<&str, String>,
     responses: Option<u64>,
+) -> Vec<Check> {
+    let mut checks = check_diagnosis(expected, report, vars);
+    let route = report["routes"].as_array().and_then(|rs| {
+        rs.iter().find(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap_or(""),
+                r["path"].as_str().unwrap_or("")
+            ) == expected.route
+        })
+    });
+    checks.extend(check_magnitudes(expected, route, vars));
+    checks.extend(check_counts(expected, report, route, vars, responses));
+    checks
+}
+
+/// The diagnosis names the route, the stage, and what it waited on.
+fn check_diagnosis(
+    expected: &Expected,
+    report: &Value,
+    vars: &BTreeMap<&str, String>,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut add = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail });
@@ -307,15 +330,17 @@ fn check(
             text.to_string(),
         );
     }
-    let route = report["routes"].as_array().and_then(|rs| {
-        rs.iter().find(|r| {
-            format!(
-                "{} {}",
-                r["method"].as_str().unwrap_or(""),
-                r["path"].as_str().unwrap_or("")
-            ) == expected.route
-        })
-    });
+    checks
+}
+
+/// The injected magnitudes, within the tolerance.
+fn check_magnitudes(
+    expected: &Expected,
+    route: Option<&Value>,
+    vars: &BTreeMap<&str, String>,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut add = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail });
     for m in &expected.magnitudes {
         let got_ms = route
             .and_then(|r| r["stages"][&m.stage][&m.stat].as_f64())
@@ -354,6 +379,19 @@ fn check(
             ),
         );
     }
+    checks
+}
+
+/// Requests counted, overflows, connections open at once.
+fn check_counts(
+    expected: &Expected,
+    report: &Value,
+    route: Option<&Value>,
+    vars: &BTreeMap<&str, String>,
+    responses: Option<u64>,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut add = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail });
     if let (Some(n), Some(r)) = (responses, route) {
         let count = r["count"].as_u64().unwrap_or(0);
         add(

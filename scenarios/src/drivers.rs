@@ -129,7 +129,7 @@ fn raise_nofile(want: u64) -> Result<()> {
         rlim_max: 0,
     };
     // SAFETY: valid pointer to an rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
         bail!("getrlimit: {}", std::io::Error::last_os_error());
     }
     if lim.rlim_cur >= want {
@@ -138,7 +138,7 @@ fn raise_nofile(want: u64) -> Result<()> {
     lim.rlim_cur = want.max(lim.rlim_cur);
     lim.rlim_max = lim.rlim_max.max(want);
     // SAFETY: valid pointer to an rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) } != 0 {
         bail!(
             "cannot raise the open-files limit to {want}: {}",
             std::io::Error::last_os_error()

@@ -16,15 +16,15 @@ use serde_json::Value;
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// The tracer binary under test: `$TRACER_BIN`, else the release build.
 pub fn tracer_bin() -> PathBuf {
-    std::env::var_os("TRACER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/tracer"))
+    std::env::var_os("TRACER_BIN").map_or_else(
+        || workspace_root().join("target/release/tracer"),
+        PathBuf::from,
+    )
 }
 
 /// Builds (or reuses the cached build of) the Go program in `scenarios/<name>`.
@@ -154,7 +154,7 @@ impl TracerRun {
         }
         args.push("--out".into());
         args.push(out.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(std::string::ToString::to_string));
         Self::start(&args, out)
     }
 
@@ -214,7 +214,7 @@ impl TracerRun {
     pub fn stop(self) -> Result<TracerOutput> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.wait(Duration::from_secs(60))
+        self.wait(Duration::from_mins(1))
     }
 
     /// Waits for the tracer to end by itself (duration over, or traced processes gone).

@@ -26,16 +26,12 @@ pub fn status_count(route: &Value, status: u16) -> u64 {
 }
 
 pub fn slowest(report: &Value) -> &[Value] {
-    report["slowest"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    report["slowest"].as_array().map_or(&[][..], Vec::as_slice)
 }
 
 /// Sum of a slow request's stage times.
 pub fn stage_sum(slow: &Value) -> u64 {
     slow["stages"]
         .as_object()
-        .map(|m| m.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0)
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }

@@ -1,5 +1,8 @@
 //! The tracer's answers to bad input: one clear line and a non-zero exit.
 
+// Integration tests: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 use scenarios::tracer_bin;

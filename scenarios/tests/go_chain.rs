@@ -1,6 +1,9 @@
 //! The chain of a Go net/http server under real load, against what its
 //! routes inject. Needs root: run with `cargo xtask test`.
 
+// Integration tests: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{process::Command, thread, time::Duration};
 
 use scenarios::{
@@ -118,7 +121,7 @@ fn exec_starts_traces_and_stops_the_command() {
     let port = free_port().expect("port");
     let args: Vec<String> = ["exec", "--out"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .chain([
             scratch_dir("go-exec").display().to_string(),
             "--".into(),

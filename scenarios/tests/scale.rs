@@ -2,6 +2,9 @@
 //! Needs root and Go: run with `cargo xtask test` (the full-size run, 10,000
 //! held and 100,000 churned, is in `cargo xtask bench`).
 
+// Integration tests: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use scenarios::{harness::scratch_dir, scale};
 
 #[test]

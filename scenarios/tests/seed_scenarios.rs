@@ -3,6 +3,9 @@
 //! problem, and whose figures must match what the scenario injects (±20%).
 //! Needs root and Go: run with `cargo xtask test`.
 
+// Integration tests: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use scenarios::{catalog, harness::scratch_dir};
 
 fn scenario(name: &str) {

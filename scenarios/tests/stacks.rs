@@ -1,6 +1,9 @@
 //! Why the handler was slow: blocked-on causes and CPU stacks inside the
 //! chain. Needs root: run with `cargo xtask test`.
 
+// Integration tests: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 use scenarios::{
@@ -21,15 +24,12 @@ fn python(role_args: &[&str], port: u16) -> Server {
 
 /// Blocked time of a slow request whose cause mentions `needle`.
 fn blocked_on(slow: &Value, needle: &str) -> u64 {
-    slow["blocked_on"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .filter(|b| b["what"].as_str().is_some_and(|w| w.contains(needle)))
-                .map(|b| num(b, "us"))
-                .sum()
-        })
-        .unwrap_or(0)
+    slow["blocked_on"].as_array().map_or(0, |v| {
+        v.iter()
+            .filter(|b| b["what"].as_str().is_some_and(|w| w.contains(needle)))
+            .map(|b| num(b, "us"))
+            .sum()
+    })
 }
 
 fn handler_us(slow: &Value) -> u64 {

@@ -1,6 +1,9 @@
 //! Servers nobody here wrote: Python's ThreadingHTTPServer and nginx.
 //! Needs root: run with `cargo xtask test`.
 
+// Integration tests: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{fs, process::Command};
 
 use scenarios::{

@@ -5,6 +5,9 @@
 //! padding so both sides agree on the layout byte for byte.
 #![no_std]
 
+pub mod errno;
+pub mod syscall;
+
 /// Bytes of payload captured from the first read and the first write of a
 /// request: enough for an HTTP/1.x request line or status line, never a body.
 pub const PAYLOAD_MAX: usize = 256;
@@ -42,6 +45,22 @@ pub mod traced {
     /// A Go program: its scheduler parks idle threads in futex, epoll and
     /// nanosleep, blocks that say nothing about requests and are skipped.
     pub const GO: u8 = 2;
+
+    /// Syscalls in which Go's scheduler parks idle threads (futex,
+    /// epoll_wait, epoll_pwait, epoll_pwait2, nanosleep, sched_yield): a
+    /// goroutine never blocks a thread there, so such blocks say nothing
+    /// about a request.
+    pub const GO_PARKING: [i64; 6] = {
+        use super::syscall as nr;
+        [
+            nr::FUTEX,
+            nr::EPOLL_WAIT,
+            nr::EPOLL_PWAIT,
+            nr::EPOLL_PWAIT2,
+            nr::NANOSLEEP,
+            nr::SCHED_YIELD,
+        ]
+    };
 }
 
 /// Direction of an I/O syscall.
@@ -379,7 +398,7 @@ pub struct SockState {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::*;
+    use super::{KernelOffsets, ListenCounters, SockState, StackKey, TraceLayout};
     // SAFETY: all types are plain-old-data `#[repr(C)]` structs without padding holes
     // that matter to the kernel, valid for any bit pattern.
     unsafe impl aya::Pod for SockState {}
@@ -389,14 +408,54 @@ mod user {
     unsafe impl aya::Pod for TraceLayout {}
 }
 
-/// Reads a `T` from the start of a ring-buffer record, if it is long enough.
+/// A ring-buffer record: plain old data that userspace may copy out of any
+/// byte string long enough to hold it.
 ///
 /// # Safety
-/// `T` must be valid for any bit pattern (all types of this crate are).
-pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < core::mem::size_of::<T>() {
-        return None;
+/// Implementors are `#[repr(C)]` structs of integers and byte arrays, valid
+/// for any bit pattern.
+pub unsafe trait Record: Copy {
+    /// Reads a record from the start of `bytes`, if it is long enough.
+    fn read(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: length checked above; read_unaligned tolerates any
+        // alignment; the trait's contract makes every bit pattern valid.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
     }
-    // SAFETY: length checked above; read_unaligned tolerates any alignment.
-    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
+
+// SAFETY: each is `#[repr(C)]`, made only of integers and byte arrays.
+unsafe impl Record for EventHeader {}
+unsafe impl Record for AcceptEvent {}
+unsafe impl Record for IoEvent {}
+unsafe impl Record for SocketEvent {}
+unsafe impl Record for CloseEvent {}
+unsafe impl Record for SockEvent {}
+unsafe impl Record for ForkEvent {}
+unsafe impl Record for SampleEvent {}
+unsafe impl Record for OffCpuEvent {}
+
+/// Layouts both sides rely on, checked at compile time: a field added on one
+/// side only, or padding the compiler inserts, fails the build.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<EventHeader>() == 24);
+    assert!(size_of::<AcceptEvent>() == 48);
+    assert!(size_of::<IoEvent>() == 72);
+    assert!(size_of::<IoPayloadEvent>() == 72 + PAYLOAD_MAX);
+    assert!(size_of::<SocketEvent>() == 80);
+    assert!(size_of::<CloseEvent>() == 32);
+    assert!(size_of::<SockEvent>() == 88);
+    assert!(size_of::<ListenCounters>() == 16);
+    assert!(size_of::<ForkEvent>() == 32);
+    assert!(size_of::<SampleEvent>() == 32);
+    assert!(size_of::<OffCpuEvent>() == 80);
+    assert!(size_of::<StackKey>() == 16);
+    assert!(size_of::<OffCpuStart>() == 64);
+    assert!(size_of::<TraceLayout>() == 16);
+    assert!(size_of::<KernelOffsets>() == 23 * 4);
+    assert!(size_of::<BlockedWrite>() == 16);
+    assert!(size_of::<SockState>() == 16);
+};

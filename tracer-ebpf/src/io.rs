@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AcceptEvent, BLOCKED_WRITE_SLOTS, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState, counter,
-    dir, kind,
+    dir, errno, kind, syscall,
 };
 
 use crate::{
@@ -25,18 +25,6 @@ use crate::{
     sock,
     util::{arg_u64, count, current_syscall, emit, header, now, submit_flags, traced_current},
 };
-
-const EAGAIN: i64 = 11;
-
-// x86_64 syscall numbers whose buffers are decoded for payload.
-const NR_READ: i64 = 0;
-const NR_WRITE: i64 = 1;
-const NR_READV: i64 = 19;
-const NR_WRITEV: i64 = 20;
-const NR_SENDTO: i64 = 44;
-const NR_RECVFROM: i64 = 45;
-const NR_SENDMSG: i64 = 46;
-const NR_RECVMSG: i64 = 47;
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
@@ -58,7 +46,7 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
     };
     let sk = arg_u64(ctx, 0);
     let ret = i64::from(ctx.arg::<i32>(1));
-    if ret == -EAGAIN {
+    if ret == -errno::EAGAIN {
         return;
     }
     let ts = now();
@@ -188,9 +176,11 @@ fn capture_len(captured: u64, ret: i64) -> u64 {
 #[inline(always)]
 fn payload_source(nr: i64, arg1: u64) -> Option<(u64, u64)> {
     match nr {
-        NR_READ | NR_WRITE | NR_RECVFROM | NR_SENDTO => Some((arg1, u64::MAX)),
-        NR_READV | NR_WRITEV => first_iovec(arg1),
-        NR_RECVMSG | NR_SENDMSG => {
+        syscall::READ | syscall::WRITE | syscall::RECVFROM | syscall::SENDTO => {
+            Some((arg1, u64::MAX))
+        }
+        syscall::READV | syscall::WRITEV => first_iovec(arg1),
+        syscall::RECVMSG | syscall::SENDMSG => {
             // `struct msghdr`: msg_iov is at offset 16 on 64-bit.
             // SAFETY: user memory read through the checked helper.
             let iov = unsafe { bpf_probe_read_user((arg1 + 16) as *const u64) }.ok()?;

@@ -30,7 +30,6 @@ const TCP_CLOSE: i32 = 7;
 const TCP_LAST_ACK: i32 = 9;
 const TCP_LISTEN: i32 = 10;
 const TCP_CLOSE_WAIT: i32 = 8;
-const NR_CONNECT: i64 = 42;
 
 /// Layout of `sock/inet_sock_set_state`.
 #[repr(C)]
@@ -144,7 +143,11 @@ fn connect(ev: &InetSockSetState) {
         return;
     };
     let (nr, fd, _) = current_syscall();
-    let fd = if nr == NR_CONNECT { fd as i32 } else { -1 };
+    let fd = if nr == tracer_common::syscall::CONNECT {
+        fd as i32
+    } else {
+        -1
+    };
     emit(&sock::describe(kind::CONNECT, tgid, tid, ev.skaddr, fd));
 }
 

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter,
-    kind, traced,
+    kind, syscall, traced,
 };
 
 use crate::{
@@ -26,15 +26,33 @@ use crate::{
     },
 };
 
-/// Syscalls whose first argument is the fd waited on (x86_64 numbers).
-const FD_SYSCALLS: [i64; 14] = [0, 1, 17, 18, 19, 20, 40, 42, 43, 44, 45, 46, 47, 288];
-/// Socket writes whose start time matters when they block (write, writev,
-/// sendfile, sendto, sendmsg).
-const WRITE_SYSCALLS: [i64; 5] = [1, 20, 40, 44, 46];
+/// Syscalls whose first argument is the fd waited on.
+const FD_SYSCALLS: [i64; 14] = [
+    syscall::READ,
+    syscall::WRITE,
+    syscall::PREAD64,
+    syscall::PWRITE64,
+    syscall::READV,
+    syscall::WRITEV,
+    syscall::SENDFILE,
+    syscall::CONNECT,
+    syscall::ACCEPT,
+    syscall::SENDTO,
+    syscall::RECVFROM,
+    syscall::SENDMSG,
+    syscall::RECVMSG,
+    syscall::ACCEPT4,
+];
+/// Socket writes whose start time matters when they block.
+const WRITE_SYSCALLS: [i64; 5] = [
+    syscall::WRITE,
+    syscall::WRITEV,
+    syscall::SENDFILE,
+    syscall::SENDTO,
+    syscall::SENDMSG,
+];
 /// A blocked-write slot older than this is taken over.
 const STALE_BLOCKED_WRITE_NS: u64 = 10_000_000_000;
-const NR_POLL: i64 = 7;
-const NR_PPOLL: i64 = 271;
 
 #[inline(always)]
 fn stack_id<C: StackIdContext>(ctx: &C, flags: u64) -> i32 {
@@ -98,17 +116,13 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Syscalls in which Go's scheduler parks idle threads: futex, epoll_wait,
-/// epoll_pwait, epoll_pwait2, nanosleep, sched_yield.
-const GO_PARKING: [i64; 6] = [202, 232, 281, 441, 35, 24];
-
 /// The current thread blocks: remember when, where, and in which syscall.
 #[inline(always)]
 fn block(ctx: &BtfTracePointContext, tgid: u32, tid: u32, ts: u64) {
     let (syscall, fd) = blocking_syscall();
     // Most of a Go program's blocks, and none that a request waits in: not
     // worth their stacks.
-    if contains(&GO_PARKING, syscall) && traced_kind(tgid) == traced::GO {
+    if contains(&traced::GO_PARKING, syscall) && traced_kind(tgid) == traced::GO {
         return;
     }
     if fd >= 0 && contains(&WRITE_SYSCALLS, syscall) {
@@ -180,7 +194,7 @@ fn blocking_syscall() -> (i64, i64) {
     } else {
         -1
     };
-    if nr == NR_POLL || nr == NR_PPOLL {
+    if nr == syscall::POLL || nr == syscall::PPOLL {
         // `struct pollfd` starts with the fd; the first one is what a
         // single-socket wait (Python's socket timeouts) is about.
         // SAFETY: user memory of the current task, through the checked helper.

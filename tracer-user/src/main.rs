@@ -1,31 +1,11 @@
 //! `tracer`: where did each request's time go? An eBPF latency tracer for
 //! live HTTP servers, without changing or restarting them.
 
-mod causes;
-mod chain;
-mod collector;
-mod diagnose;
-mod events;
-mod exchanges;
-mod facts;
-mod flame;
-mod hotspot;
-mod http;
-mod kernel_btf;
-mod outputs;
-mod preflight;
-mod probes;
-mod procfs;
-mod report;
-mod runtime;
+mod kernel;
+mod output;
 mod session;
-mod stacks;
-mod stats;
-mod summary;
-mod symbolize;
-mod syscalls;
-mod timeline;
-mod tracefs;
+mod symbols;
+mod system;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -123,7 +103,7 @@ fn main() -> ExitCode {
         } => session::reject_self(&pids)
             .and_then(|()| common.settings(!no_children))
             .and_then(|s| session::run(session::Target::Pids(pids), s)),
-        Cmd::KernelOffsets => kernel_btf::print_offsets(),
+        Cmd::KernelOffsets => kernel::btf::print_offsets(),
         Cmd::Exec { common, command } => common
             .settings(true)
             .and_then(|s| session::run(session::Target::Command(command), s)),

@@ -69,6 +69,7 @@ struct Run {
     drops: Option<u64>,
 }
 
+#[derive(Clone, Copy)]
 pub struct Plan {
     pub rounds: usize,
     pub seconds: u32,
@@ -389,7 +390,7 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
 /// tracepoints, a handler-time histogram.
 fn bpftrace_script(pid: u32) -> String {
     format!(
-        r#"
+        r"
 tracepoint:syscalls:sys_exit_accept4,tracepoint:syscalls:sys_exit_accept /pid == {pid} && args->ret >= 0/ {{ @accepted[args->ret] = nsecs; }}
 tracepoint:syscalls:sys_enter_read,tracepoint:syscalls:sys_enter_recvfrom /pid == {pid}/ {{ @rfd[tid] = args->fd; }}
 tracepoint:syscalls:sys_exit_read,tracepoint:syscalls:sys_exit_recvfrom /pid == {pid} && args->ret > 0/ {{ @last_read[@rfd[tid]] = nsecs; }}
@@ -397,7 +398,7 @@ tracepoint:syscalls:sys_enter_write,tracepoint:syscalls:sys_enter_writev,tracepo
   @handler_us = hist((nsecs - @last_read[args->fd]) / 1000); delete(@last_read[args->fd]);
 }}
 tracepoint:syscalls:sys_enter_close /pid == {pid}/ {{ delete(@accepted[args->fd]); delete(@last_read[args->fd]); }}
-"#
+"
     )
 }
 
@@ -410,7 +411,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 {
         v[n / 2]
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
     }
 }
 
@@ -482,7 +483,7 @@ fn summarize(results: &[(Config, Vec<Run>)], rounds: usize, seconds: u32) -> (Va
 }
 
 fn machine() -> String {
-    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let cpus = thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()

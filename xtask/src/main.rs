@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod layout;
 mod setup;
 mod sh;
 
@@ -55,7 +56,7 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Build => build(),
-        Task::Test { filter } => test(filter),
+        Task::Test { filter } => test(filter.as_deref()),
         Task::Demo => {
             build()?;
             demo::run(demo::DEFAULT)
@@ -101,8 +102,15 @@ fn build() -> Result<()> {
     Ok(())
 }
 
-fn test(filter: Option<String>) -> Result<()> {
+fn test(filter: Option<&str>) -> Result<()> {
     let started = std::time::Instant::now();
+    // The core first, before setup: it must build and pass with no eBPF
+    // toolchain (no bpf-linker, no nightly rust-src), as on a fresh machine.
+    let mut core = vec!["test", "--release", "-p", "tracer-core"];
+    if let Some(f) = filter {
+        core.extend(["--", f]);
+    }
+    sh::cargo(&core)?;
     build()?;
     let mut unit = vec![
         "test",
@@ -110,6 +118,8 @@ fn test(filter: Option<String>) -> Result<()> {
         "--workspace",
         "--exclude",
         "tracer-ebpf",
+        "--exclude",
+        "tracer-core",
     ];
     let mut integration = vec![
         "test",
@@ -122,7 +132,7 @@ fn test(filter: Option<String>) -> Result<()> {
         "--include-ignored",
         "--test-threads=1",
     ];
-    if let Some(f) = filter.as_deref() {
+    if let Some(f) = filter {
         unit.extend(["--", f]);
         integration.push(f);
     }

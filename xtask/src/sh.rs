@@ -33,7 +33,7 @@ pub fn output(program: &str, args: &[&str]) -> Option<String> {
 pub fn cargo(args: &[&str]) -> Result<()> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(args).current_dir(scenarios::workspace_root());
-    for (k, v) in CARGO_ENV.get().map(Vec::as_slice).unwrap_or(&[]) {
+    for (k, v) in CARGO_ENV.get().map_or(&[][..], Vec::as_slice) {
         cmd.env(k, v);
     }
     run(&mut cmd)

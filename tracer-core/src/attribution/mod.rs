@@ -1,0 +1,62 @@
+//! What a request's time inside its handler went to, as far as the
+//! kernel shows it: the serving threads' blocks and samples
+//! ([`timeline`]), and waits on the server's own outbound connections
+//! ([`exchanges`]). The types both use live here.
+
+pub mod exchanges;
+pub mod timeline;
+
+use std::net::SocketAddr;
+
+/// What a blocked thread was waiting on, as far as the kernel showed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// No socket: a sleep, a lock, a pipe, a disk.
+    None,
+    /// A connection this process opened.
+    Outbound(SocketAddr),
+    /// A datagram socket talking to port 53.
+    Dns(SocketAddr),
+    /// One of the server's own client connections.
+    Inbound,
+}
+
+/// An interval a thread spent blocked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OffCpu {
+    pub start: u64,
+    pub end: u64,
+    pub tgid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    pub syscall: i64,
+    pub target: Target,
+    pub waker_tgid: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub ts: u64,
+    pub tgid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+}
+
+/// What was awaited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wait {
+    /// The connection being established.
+    Connect,
+    /// An answer to what was sent.
+    Response,
+}
+
+/// A thread's activity inside a window.
+#[derive(Debug, Default)]
+pub struct Attribution {
+    /// Off-CPU intervals, clipped to the window: (interval, ns inside).
+    pub off: Vec<(OffCpu, u64)>,
+    pub samples: Vec<Sample>,
+    /// Waits on the server's own outbound connections inside the window (ns).
+    pub waits: Vec<(Target, Wait, u64)>,
+}

@@ -1,0 +1,177 @@
+//! What each traced thread did over time, off and on the CPU, kept just long
+//! enough to attribute it to the request the thread was serving.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use super::{Attribution, OffCpu, Sample};
+
+/// Entries kept per thread, bounded so that a thread outliving every
+/// request cannot grow: at 99 Hz, ten seconds of samples of a thread that
+/// never stops running, and that many blocks of at least the minimum.
+const KEEP_PER_THREAD: usize = 1024;
+/// Entries older than this (relative to the newest) are forgotten: a
+/// handler that runs longer loses the attribution of its first minutes.
+const HORIZON_NS: u64 = 5 * 60 * 1_000_000_000;
+
+#[derive(Default)]
+struct ThreadLog {
+    off: VecDeque<OffCpu>,
+    samples: VecDeque<Sample>,
+}
+
+#[derive(Default)]
+pub struct Timeline {
+    threads: FxHashMap<u32, ThreadLog>,
+}
+
+fn trim<T>(q: &mut VecDeque<T>, newest: u64, ts: impl Fn(&T) -> u64) {
+    while q.len() > KEEP_PER_THREAD
+        || q.front()
+            .is_some_and(|e| newest.saturating_sub(ts(e)) > HORIZON_NS)
+    {
+        q.pop_front();
+    }
+}
+
+impl Timeline {
+    pub fn push_off_cpu(&mut self, tid: u32, off: OffCpu) {
+        let log = self.threads.entry(tid).or_default();
+        log.off.push_back(off);
+        trim(&mut log.off, off.end, |o| o.end);
+    }
+
+    pub fn push_sample(&mut self, tid: u32, s: Sample) {
+        let log = self.threads.entry(tid).or_default();
+        log.samples.push_back(s);
+        trim(&mut log.samples, s.ts, |s| s.ts);
+    }
+
+    /// Forgets threads with nothing newer than the horizon before `now`, and
+    /// gives back the room of emptied logs.
+    pub fn sweep(&mut self, now: u64) {
+        let recent = |ts: Option<u64>| ts.is_some_and(|t| now.saturating_sub(t) < HORIZON_NS);
+        self.threads.retain(|_, log| {
+            recent(log.off.back().map(|o| o.end)) || recent(log.samples.back().map(|s| s.ts))
+        });
+        for log in self.threads.values_mut() {
+            trim(&mut log.off, now, |o| o.end);
+            trim(&mut log.samples, now, |s| s.ts);
+            log.off.shrink_to(KEEP_PER_THREAD / 4);
+            log.samples.shrink_to(KEEP_PER_THREAD / 4);
+        }
+        if self.threads.capacity() > 1024 && self.threads.len() * 4 < self.threads.capacity() {
+            self.threads.shrink_to_fit();
+        }
+    }
+
+    /// What `tids` did between `from` and `to`.
+    pub fn within(&self, tids: &[u32], from: u64, to: u64) -> Attribution {
+        let mut out = Attribution::default();
+        if to <= from {
+            return out;
+        }
+        for (i, tid) in tids.iter().enumerate() {
+            if tids[..i].contains(tid) {
+                continue;
+            }
+            let Some(log) = self.threads.get(tid) else {
+                continue;
+            };
+            // Entries are in time order: skip from the back, newest first.
+            for off in log.off.iter().rev().take_while(|o| o.end > from) {
+                let inside = off.end.min(to).saturating_sub(off.start.max(from));
+                if inside > 0 {
+                    out.off.push((*off, inside));
+                }
+            }
+            out.samples.extend(
+                log.samples
+                    .iter()
+                    .rev()
+                    .take_while(|s| s.ts >= from)
+                    .filter(|s| s.ts <= to),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::Target;
+
+    fn off(start: u64, end: u64) -> OffCpu {
+        OffCpu {
+            start,
+            end,
+            tgid: 1,
+            user_stack: 1,
+            kernel_stack: 2,
+            syscall: 230,
+            target: Target::None,
+            waker_tgid: 0,
+        }
+    }
+
+    fn sample(ts: u64) -> Sample {
+        Sample {
+            ts,
+            tgid: 1,
+            user_stack: 3,
+            kernel_stack: -1,
+        }
+    }
+
+    #[test]
+    fn clips_blocks_to_the_window() {
+        let mut t = Timeline::default();
+        t.push_off_cpu(7, off(0, 100));
+        t.push_off_cpu(7, off(150, 250));
+        t.push_off_cpu(7, off(300, 400));
+        t.push_off_cpu(8, off(160, 240));
+        let a = t.within(&[7], 50, 310);
+        let mut got: Vec<u64> = a.off.iter().map(|(_, ns)| *ns).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![10, 50, 100]);
+    }
+
+    #[test]
+    fn samples_inside_only_and_threads_once() {
+        let mut t = Timeline::default();
+        for ts in [5, 10, 20, 30, 40] {
+            t.push_sample(7, sample(ts));
+        }
+        assert_eq!(t.within(&[7, 7], 10, 30).samples.len(), 3);
+        assert!(t.within(&[9], 0, 100).samples.is_empty());
+        assert!(t.within(&[7], 30, 30).samples.is_empty());
+    }
+
+    #[test]
+    fn idle_threads_are_forgotten() {
+        let mut t = Timeline::default();
+        t.push_sample(1, sample(10));
+        t.push_sample(2, sample(HORIZON_NS + 100));
+        t.sweep(HORIZON_NS + 200);
+        assert!(t.within(&[1], 0, u64::MAX).samples.is_empty());
+        assert_eq!(t.within(&[2], 0, u64::MAX).samples.len(), 1);
+    }
+
+    #[test]
+    fn memory_per_thread_is_bounded() {
+        let mut t = Timeline::default();
+        for i in 0..(KEEP_PER_THREAD as u64 + 100) {
+            t.push_sample(1, sample(i));
+        }
+        assert_eq!(t.within(&[1], 0, u64::MAX).samples.len(), KEEP_PER_THREAD);
+        t.push_off_cpu(2, off(0, 1));
+        t.push_off_cpu(2, off(HORIZON_NS + 10, HORIZON_NS + 20));
+        assert_eq!(
+            t.within(&[2], 0, u64::MAX).off.len(),
+            1,
+            "older than the horizon is gone"
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! `report.json`: the machine-readable summary whose shape DESIGN.md fixes
+//! (routes, slowest, listeners, connections, requests, dropped_events); the
+//! summary text printed from it; folded stacks for the flame graphs.
+
+pub mod folded;
+pub mod summary;
+
+use std::{collections::BTreeMap, time::SystemTime};
+
+use serde::Serialize;
+
+use crate::{
+    aggregate::{Aggregates, RouteKey, RouteStats, SlowRequest, outcome_name},
+    analysis::{causes, diagnose::Diagnosis},
+    chain::Stage,
+    counters::Counters,
+    process::Process,
+    stack::StackNames,
+    track::Listener,
+    units::{rfc3339, us},
+};
+
+#[derive(Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    /// The worst route and what dominates its latency, in one line.
+    pub diagnosis: Option<Diagnosis>,
+    pub version: &'static str,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub processes: Vec<Process>,
+    pub connections: u64,
+    pub requests: u64,
+    /// Records lost in the kernel (ring buffer full) or syscalls that could
+    /// not be followed (in-flight table full). Never silently zero.
+    pub dropped_events: u64,
+    pub drops: Drops,
+    pub events: u64,
+    pub events_per_s: f64,
+    pub sampling: Sampling,
+    pub routes: Vec<RouteReport>,
+    pub slowest: Vec<SlowReport>,
+    pub listeners: Vec<ListenerReport>,
+    pub netstat: Netstat,
+    /// Most inbound connections open at once.
+    pub connections_open_peak: usize,
+    /// What each kernel program cost, when the kernel kept count
+    /// (`sysctl kernel.bpf_stats_enabled=1` while tracing).
+    pub program_costs: Vec<ProgramCost>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct ProgramCost {
+    pub program: String,
+    pub runs_per_s: f64,
+    pub ns_per_run: f64,
+    /// CPU time in the program, in % of one core.
+    pub cpu_pct: f64,
+}
+
+#[derive(Serialize)]
+pub struct Drops {
+    pub ringbuf_full: u64,
+    pub blocked_write_table_full: u64,
+    pub socket_table_full: u64,
+    pub payload_unreadable: u64,
+    /// Samples or blocks kept without their stack (stack map full or collision).
+    pub stacks_lost: u64,
+    pub stack_table_full: u64,
+}
+
+/// How stacks were gathered.
+#[derive(Clone, Copy, Serialize)]
+pub struct Sampling {
+    /// On-CPU sampling frequency, 0 when off.
+    pub freq_hz: u64,
+    pub off_cpu: bool,
+    /// Shortest block reported off-CPU.
+    pub min_block_us: u64,
+}
+
+#[derive(Serialize)]
+pub struct StageReport {
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub total_us: u64,
+}
+
+#[derive(Serialize)]
+pub struct RouteReport {
+    pub method: String,
+    pub path: String,
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub stages: BTreeMap<&'static str, StageReport>,
+    pub statuses: BTreeMap<String, u64>,
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Share of handler time that the serving threads' on-CPU samples and
+    /// off-CPU blocks, and the waits on outbound connections, explain.
+    pub explained_pct: Option<f64>,
+    /// What the handlers waited on, largest first, in µs per request.
+    pub blocked_on: Vec<Blocked>,
+}
+
+#[derive(Serialize)]
+pub struct Blocked {
+    pub what: String,
+    pub us: u64,
+}
+
+#[derive(Serialize)]
+pub struct SlowReport {
+    pub method: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub peer: Option<String>,
+    pub pid: u32,
+    pub process: String,
+    pub started_at: String,
+    pub total_us: u64,
+    pub outcome: &'static str,
+    pub stages: BTreeMap<&'static str, u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub blocked_on: Vec<Blocked>,
+}
+
+#[derive(Serialize)]
+pub struct ListenerReport {
+    pub port: u16,
+    pub pids: Vec<u32>,
+    pub accepted: u64,
+    /// The backlog the kernel applies (`listen()`'s argument capped by somaxconn).
+    pub backlog_limit: Option<u32>,
+    /// Accept-queue depth seen at handshakes and accepts: highest, and p99.
+    pub queue_peak: Option<u32>,
+    pub queue_p99: Option<u32>,
+    /// Handshakes this listener dropped while traced, mostly because its
+    /// accept queue was full (its `sk_drops`: SYNs and final ACKs alike).
+    /// Clients retry a dropped SYN after 1 s, then 3 s, 7 s...: time the
+    /// chains cannot see, since it passes before the handshake completes.
+    pub overflows: Option<u64>,
+    /// Of those, final ACKs dropped (`kfree_skb` reason `TCP_LISTEN_OVERFLOW`):
+    /// clients that believe they are connected.
+    pub overflowed_final_acks: Option<u64>,
+    pub synack_retransmits: Option<u64>,
+}
+
+/// System-wide `TcpExt` counters over the run, to cross-check `overflows`
+/// (they count every listener of the network namespace, and SYNs dropped
+/// at a full queue, which the per-port count does not see).
+#[derive(Serialize, Default)]
+pub struct Netstat {
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
+}
+
+/// What the session knows besides the aggregates.
+pub struct Meta {
+    pub started: SystemTime,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, to date kernel timestamps.
+    pub realtime_offset_ns: i128,
+    pub duration_s: f64,
+    pub processes: Vec<Process>,
+    /// Inbound connections seen, and the most open at once.
+    pub connections: u64,
+    pub open_peak: usize,
+    pub counters: Counters,
+    pub sampling: Sampling,
+    /// Per port: (overflows, SYN-ACK retransmits), from the kernel's counters.
+    pub listen_counters: Vec<(u16, tracer_common::ListenCounters)>,
+    pub netstat: Netstat,
+    pub diagnosis: Option<Diagnosis>,
+    /// (program, runs, ns) over the trace.
+    pub program_costs: Vec<(String, u64, u64)>,
+    pub warnings: Vec<String>,
+}
+
+fn wall(meta: &Meta, mono_ns: u64) -> String {
+    let ns = i128::from(mono_ns) + meta.realtime_offset_ns;
+    let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
+    rfc3339(t)
+}
+
+/// Causes listed per route.
+const ROUTE_CAUSES_SHOWN: usize = 5;
+
+fn route_report(
+    key: &RouteKey,
+    r: &RouteStats,
+    sampling: Sampling,
+    names: &mut dyn StackNames,
+) -> RouteReport {
+    let stages = Stage::ALL
+        .iter()
+        .map(|&s| {
+            let st = r.stage(s);
+            (
+                s.name(),
+                StageReport {
+                    p50_us: st.hist.quantile(0.5),
+                    p99_us: st.hist.quantile(0.99),
+                    total_us: st.total_us,
+                },
+            )
+        })
+        .collect();
+    RouteReport {
+        method: key.method.clone(),
+        path: key.path.clone(),
+        count: r.count,
+        p50_us: r.latency.quantile(0.5),
+        p99_us: r.latency.quantile(0.99),
+        max_us: r.latency.max(),
+        stages,
+        statuses: r
+            .statuses
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        outcomes: r.outcomes.clone(),
+        explained_pct: (sampling.freq_hz > 0 || sampling.off_cpu)
+            .then(|| (r.explained_pct() * 10.0).round() / 10.0),
+        blocked_on: r
+            .top_causes(ROUTE_CAUSES_SHOWN)
+            .iter()
+            .map(|(c, us)| Blocked {
+                what: causes::name(c, names),
+                us: us / r.count.max(1),
+            })
+            .collect(),
+    }
+}
+
+fn slow_report(meta: &Meta, s: &SlowRequest, names: &mut dyn StackNames) -> SlowReport {
+    let r = &s.request;
+    SlowReport {
+        method: s.route.method.clone(),
+        path: s.route.path.clone(),
+        status: r.status,
+        peer: s.origin.peer.map(|p| p.to_string()),
+        pid: s.origin.pid,
+        process: s.origin.comm.to_string(),
+        started_at: wall(meta, r.start_ns),
+        total_us: us(r.total_ns()),
+        outcome: outcome_name(r.outcome),
+        stages: Stage::LATENCY
+            .iter()
+            .map(|&st| (st.name(), us(r.stages.get(st))))
+            .collect(),
+        bytes_in: r.bytes_in,
+        bytes_out: r.bytes_out,
+        blocked_on: s
+            .causes
+            .iter()
+            .map(|(c, us)| Blocked {
+                what: causes::name(c, names),
+                us: *us,
+            })
+            .collect(),
+    }
+}
+
+/// The report of the requests in `agg`; `names` names the stacks behind
+/// each cause.
+pub fn build(
+    agg: &Aggregates,
+    listeners: &BTreeMap<u16, Listener>,
+    meta: Meta,
+    names: &mut dyn StackNames,
+) -> Report {
+    let mut routes: Vec<RouteReport> = agg
+        .routes()
+        .iter()
+        .map(|(k, r)| route_report(k, r, meta.sampling, names))
+        .collect();
+    routes.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| (&a.method, &a.path).cmp(&(&b.method, &b.path)))
+    });
+    let slowest = agg
+        .slowest()
+        .into_iter()
+        .map(|s| slow_report(&meta, s, names))
+        .collect();
+    let listeners = listeners
+        .iter()
+        .map(|(&port, l)| listener_report(port, l, &meta))
+        .collect();
+    let c = meta.counters;
+    let program_costs = program_costs(&meta);
+    Report {
+        tool: "tracer",
+        diagnosis: meta.diagnosis,
+        version: env!("CARGO_PKG_VERSION"),
+        started_at: rfc3339(meta.started),
+        duration_s: meta.duration_s,
+        processes: meta.processes,
+        connections: meta.connections,
+        requests: agg.requests(),
+        dropped_events: c.dropped(),
+        drops: Drops {
+            ringbuf_full: c.ringbuf_full,
+            blocked_write_table_full: c.blocked_write_full,
+            socket_table_full: c.socks_full,
+            payload_unreadable: c.payload_fault,
+            stacks_lost: c.stack_lost,
+            stack_table_full: c.stack_table_full,
+        },
+        sampling: meta.sampling,
+        events: c.events,
+        events_per_s: if meta.duration_s > 0.0 {
+            c.events as f64 / meta.duration_s
+        } else {
+            0.0
+        },
+        routes,
+        slowest,
+        listeners,
+        netstat: meta.netstat,
+        connections_open_peak: meta.open_peak,
+        program_costs,
+        warnings: meta.warnings,
+    }
+}
+
+fn listener_report(port: u16, l: &Listener, meta: &Meta) -> ListenerReport {
+    let counters = meta
+        .listen_counters
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, c)| *c)
+        .unwrap_or_default();
+    ListenerReport {
+        port,
+        pids: l.pids.clone(),
+        accepted: l.accepted,
+        backlog_limit: l.backlog_limit,
+        queue_peak: l.queue.peak(),
+        queue_p99: l.queue.quantile(0.99),
+        overflows: l.drops(),
+        overflowed_final_acks: Some(counters.overflows),
+        synack_retransmits: Some(counters.synack_retransmits),
+    }
+}
+
+/// Runs, time per run and CPU share of each program the kernel counted.
+fn program_costs(meta: &Meta) -> Vec<ProgramCost> {
+    let secs = meta.duration_s.max(1e-9);
+    meta.program_costs
+        .iter()
+        .filter(|(_, runs, _)| *runs > 0)
+        .map(|(name, runs, ns)| ProgramCost {
+            program: name.clone(),
+            runs_per_s: *runs as f64 / secs,
+            ns_per_run: *ns as f64 / *runs as f64,
+            cpu_pct: *ns as f64 / 1e9 / secs * 100.0,
+        })
+        .collect()
+}

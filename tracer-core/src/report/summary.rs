@@ -1,0 +1,175 @@
+//! The summary printed at the end of a trace: routes with count and p50/p99
+//! per stage, then the slowest requests with their chains.
+
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::{chain::Stage, units::duration};
+
+const SLOWEST_SHOWN: usize = 5;
+
+/// The summary: the run, its warnings and diagnosis, then the routes, the
+/// listeners and the slowest requests.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    header(&mut out, report);
+    if report.routes.is_empty() {
+        let _ = writeln!(out, "\nno requests seen");
+        return out;
+    }
+    routes(&mut out, report);
+    listeners(&mut out, report);
+    slowest(&mut out, report);
+    out
+}
+
+fn header(out: &mut String, report: &Report) {
+    let procs: Vec<String> = report
+        .processes
+        .iter()
+        .map(|p| format!("{} ({})", p.comm, p.pid))
+        .collect();
+    let _ = writeln!(
+        out,
+        "traced {} for {:.1}s: {} connections, {} requests, {} events ({:.0}/s), {} dropped",
+        procs.join(", "),
+        report.duration_s,
+        report.connections,
+        report.requests,
+        report.events,
+        report.events_per_s,
+        report.dropped_events
+    );
+    for w in &report.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if let Some(d) = &report.diagnosis {
+        let _ = writeln!(out, "\ndiagnosis: {}", d.text);
+    }
+}
+
+/// One line per route: count, then p50 / p99 of the total and each stage.
+fn routes(out: &mut String, report: &Report) {
+    let explained = report.routes.iter().any(|r| r.explained_pct.is_some());
+    let _ = writeln!(
+        out,
+        "\nroutes (p50 / p99 per stage{})",
+        if explained {
+            "; EXPL: share of handler time the stacks explain"
+        } else {
+            ""
+        }
+    );
+    let route_w = report
+        .routes
+        .iter()
+        .map(|r| r.method.len() + r.path.len() + 1)
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 40);
+    let _ = write!(out, "{:<route_w$} {:>7} {:>17}", "ROUTE", "COUNT", "TOTAL");
+    for s in Stage::ALL {
+        let _ = write!(out, " {:>17}", s.name());
+    }
+    if explained {
+        let _ = write!(out, " {:>5}", "EXPL");
+    }
+    out.push('\n');
+    for r in &report.routes {
+        let mut label = format!("{} {}", r.method, r.path);
+        if label.len() > route_w {
+            label.truncate(route_w - 1);
+            label.push('…');
+        }
+        let _ = write!(
+            out,
+            "{label:<route_w$} {:>7} {:>17}",
+            r.count,
+            pair(r.p50_us, r.p99_us)
+        );
+        for s in Stage::ALL {
+            let cell = r
+                .stages
+                .get(s.name())
+                .map_or_else(|| "-".to_string(), |st| pair(st.p50_us, st.p99_us));
+            let _ = write!(out, " {cell:>17}");
+        }
+        if let Some(pct) = r.explained_pct {
+            let _ = write!(out, " {pct:>4.0}%");
+        }
+        out.push('\n');
+    }
+}
+
+fn listeners(out: &mut String, report: &Report) {
+    if !report.listeners.is_empty() {
+        let _ = writeln!(out, "\nlisteners");
+        for l in &report.listeners {
+            let _ = write!(out, "  :{} accepted {}", l.port, l.accepted);
+            if let Some(limit) = l.backlog_limit {
+                let _ = write!(out, ", backlog limit {limit}");
+            }
+            if let Some(peak) = l.queue_peak {
+                let _ = write!(out, ", queue peak {peak}");
+            }
+            if let Some(p99) = l.queue_p99 {
+                let _ = write!(out, " (p99 {p99})");
+            }
+            if let Some(o) = l.overflows {
+                let _ = write!(out, ", overflows {o}");
+            }
+            if let Some(r) = l.synack_retransmits.filter(|&r| r > 0) {
+                let _ = write!(out, ", SYN-ACK retransmits {r}");
+            }
+            out.push('\n');
+        }
+    }
+}
+
+/// The slowest requests with their chains and what they waited on.
+fn slowest(out: &mut String, report: &Report) {
+    let _ = writeln!(out, "\nslowest requests");
+    for (i, s) in report.slowest.iter().take(SLOWEST_SHOWN).enumerate() {
+        let status = s.status.map_or_else(|| "-".to_string(), |c| c.to_string());
+        let peer = s.peer.as_deref().unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "{}. {} {} {} {} from {} ({} {}) at {}",
+            i + 1,
+            duration(s.total_us),
+            s.method,
+            s.path,
+            status,
+            peer,
+            s.process,
+            s.pid,
+            s.started_at
+        );
+        let chain: Vec<String> = Stage::LATENCY
+            .iter()
+            .filter_map(|st| {
+                s.stages
+                    .get(st.name())
+                    .filter(|&&v| v > 0)
+                    .map(|v| format!("{} {}", st.name(), duration(*v)))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "   {}{}",
+            chain.join(" -> "),
+            if s.outcome == "complete" {
+                String::new()
+            } else {
+                format!(" [{}]", s.outcome)
+            }
+        );
+        for b in s.blocked_on.iter().take(3) {
+            let _ = writeln!(out, "   blocked on {} ({})", b.what, duration(b.us));
+        }
+    }
+}
+
+fn pair(p50: u64, p99: u64) -> String {
+    format!("{} / {}", duration(p50), duration(p99))
+}

@@ -1,0 +1,18 @@
+//! Stacks as the analysis sees them: frames with names, given by whoever
+//! symbolizes them (the session, with blazesym; tests, with fixed names).
+
+use std::rc::Rc;
+
+use tracer_common::StackKey;
+
+/// A frame's name; shared, since the same frames recur in many stacks.
+pub type Frame = Rc<str>;
+
+/// Names of the stacks the kernel recorded.
+pub trait StackNames {
+    /// A stack's frames (user then kernel), root first.
+    fn frames(&mut self, key: StackKey) -> Vec<Frame>;
+    /// The innermost named user frame of a stack: the function that made
+    /// the call a thread blocked in.
+    fn user_leaf(&mut self, tgid: u32, user_stack: i32) -> Option<Frame>;
+}

@@ -1,0 +1,709 @@
+//! The connection table: routes decoded events to the chain of their
+//! connection, joins what the kernel reports separately (a socket's handshake
+//! in softirq, its accept and first use in the server's threads), and hands
+//! out finished requests with what their threads did meanwhile.
+
+mod listener;
+
+use std::{collections::BTreeMap, net::SocketAddr, rc::Rc};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use tracer_common::{IoEvent, OffCpuEvent, SockEvent, SocketEvent, StackKey, dir, traced};
+
+pub use self::listener::{Listener, QueueDepth};
+use crate::{
+    attribution::{Attribution, OffCpu, Sample, Target, exchanges::Exchanges, timeline::Timeline},
+    chain::{Connection, Io, Request},
+    event::{Event, handshake_peer, has_addresses, socket_peer},
+};
+
+const DNS_PORT: u16 = 53;
+const IPPROTO_UDP: u16 = 17;
+/// Handshakes not claimed by a traced process after this long are forgotten:
+/// their connections were accepted by some other process or never accepted.
+const HANDSHAKE_TTL_NS: u64 = 120 * 1_000_000_000;
+/// Above this many unclaimed handshakes or accepts, stale ones are swept.
+const SWEEP_AT: usize = 20_000;
+
+struct Conn {
+    pid: u32,
+    fd: i32,
+    chain: Connection,
+    peer: Option<SocketAddr>,
+}
+
+struct Handshake {
+    ts: u64,
+    peer: SocketAddr,
+}
+
+/// Who sent a request, and to which process.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub pid: u32,
+    pub comm: Rc<str>,
+    pub peer: Option<SocketAddr>,
+}
+
+/// A request the tracker finished, with what its handler's time went to.
+#[derive(Debug)]
+pub struct Finished {
+    pub request: Request,
+    pub origin: Origin,
+    pub attribution: Attribution,
+}
+
+pub struct Tracker {
+    /// Inbound connections, by socket.
+    conns: FxHashMap<u64, Conn>,
+    /// The socket each fd of a traced process last named.
+    fds: FxHashMap<(u32, i32), u64>,
+    /// Accepted fds not used yet, with the accept time.
+    accepts: FxHashMap<(u32, i32), u64>,
+    /// Outbound sockets (TCP connects, UDP), their peers and exchanges.
+    exchanges: Exchanges,
+    handshakes: FxHashMap<u64, Handshake>,
+    comms: FxHashMap<u32, Rc<str>>,
+    /// Go processes: their threads' parking says nothing about requests.
+    go: FxHashSet<u32>,
+    listeners: BTreeMap<u16, Listener>,
+    timeline: Timeline,
+    /// Requests finished since they were last taken.
+    finished: Vec<Finished>,
+    /// Stacks seen since they were last taken, to symbolize.
+    new_stacks: Vec<StackKey>,
+    connections: u64,
+    /// Most inbound connections open at once.
+    open_peak: usize,
+    events: u64,
+    /// Processes that forked from traced ones, to be checked and traced.
+    forks: Vec<u32>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Tracker {
+            conns: FxHashMap::default(),
+            fds: FxHashMap::default(),
+            accepts: FxHashMap::default(),
+            exchanges: Exchanges::default(),
+            handshakes: FxHashMap::default(),
+            comms: FxHashMap::default(),
+            go: FxHashSet::default(),
+            listeners: BTreeMap::new(),
+            timeline: Timeline::default(),
+            finished: Vec::new(),
+            new_stacks: Vec::new(),
+            connections: 0,
+            open_peak: 0,
+            events: 0,
+            forks: Vec::new(),
+        }
+    }
+
+    pub fn add_process(&mut self, pid: u32, comm: &str, is_go: bool) {
+        self.comms.insert(pid, Rc::from(comm));
+        if is_go {
+            self.go.insert(pid);
+        }
+    }
+
+    pub fn add_listener(&mut self, pid: u32, port: u16) {
+        let l = self.listeners.entry(port).or_default();
+        if !l.pids.contains(&pid) {
+            l.pids.push(pid);
+        }
+    }
+
+    /// Requests finished since the last call, oldest first.
+    pub fn take_finished(&mut self) -> std::vec::Drain<'_, Finished> {
+        self.finished.drain(..)
+    }
+
+    /// Stacks seen since the last call: to be symbolized while their
+    /// processes live.
+    pub fn take_new_stacks(&mut self) -> std::vec::Drain<'_, StackKey> {
+        self.new_stacks.drain(..)
+    }
+
+    /// Processes forked by traced ones since the last call.
+    pub fn take_forks(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.forks)
+    }
+
+    /// Listening ports of the traced processes, by port.
+    pub fn listeners(&self) -> &BTreeMap<u16, Listener> {
+        &self.listeners
+    }
+
+    /// Inbound connections seen.
+    pub fn connections(&self) -> u64 {
+        self.connections
+    }
+
+    /// Most inbound connections open at once.
+    pub fn open_peak(&self) -> usize {
+        self.open_peak
+    }
+
+    /// Events handled.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        self.events += 1;
+        match event {
+            Event::Accept(a) => {
+                let key = (a.hdr.tgid, a.fd);
+                // The fd was closed and reused: whatever it named is gone.
+                if let Some(old) = self.fds.remove(&key) {
+                    self.close_fd(old, key, a.hdr.ts);
+                }
+                if self.accepts.len() >= SWEEP_AT {
+                    let now = a.hdr.ts;
+                    self.accepts
+                        .retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
+                }
+                self.accepts.insert(key, a.hdr.ts);
+                self.queue_sample(a.port, a.backlog, a.backlog_max, a.listener_drops);
+            }
+            Event::Socket(s) => self.on_socket(&s),
+            Event::Io(io, payload) => self.on_io(&io, payload),
+            Event::Connect(c) => {
+                self.fds.insert((c.hdr.tgid, c.fd), c.sk);
+                self.exchanges
+                    .open(c.hdr.tgid, c.sk, target_of(socket_peer(&c)), c.hdr.ts, true);
+            }
+            Event::Close(c) => {
+                self.close(c.sk, c.hdr.ts);
+                self.exchanges.close(c.sk);
+            }
+            Event::Established(s) => self.on_handshake(&s),
+            Event::Listen(s) => self.add_listener(s.hdr.tgid, s.sport),
+            Event::Fork(f) => self.forks.push(f.child_pid),
+            Event::Sample(s) => {
+                let sample = Sample {
+                    ts: s.hdr.ts,
+                    tgid: s.hdr.tgid,
+                    user_stack: s.user_stack,
+                    kernel_stack: s.kernel_stack,
+                };
+                self.note_stack(s.hdr.tgid, s.user_stack, s.kernel_stack);
+                self.timeline.push_sample(s.hdr.tid, sample);
+            }
+            Event::OffCpu(o) => self.on_off_cpu(&o),
+        }
+    }
+
+    fn queue_sample(&mut self, port: u16, depth: u32, limit: u32, drops: u32) {
+        let Some(l) = self.listeners.get_mut(&port) else {
+            return;
+        };
+        if depth != u32::MAX {
+            l.queue.record(depth);
+            l.backlog_limit = Some(limit);
+        }
+        if drops != u32::MAX {
+            l.drops_seen = Some(
+                l.drops_seen
+                    .map_or((drops, drops), |(first, _)| (first, drops)),
+            );
+        }
+    }
+
+    fn on_handshake(&mut self, s: &SockEvent) {
+        self.queue_sample(s.sport, s.backlog, s.backlog_max, s.listener_drops);
+        if self.handshakes.len() >= SWEEP_AT {
+            let now = s.hdr.ts;
+            self.handshakes
+                .retain(|_, h| now.saturating_sub(h.ts) < HANDSHAKE_TTL_NS);
+        }
+        self.handshakes.insert(
+            s.sk,
+            Handshake {
+                ts: s.hdr.ts,
+                peer: handshake_peer(s),
+            },
+        );
+    }
+
+    /// First use of a socket by a traced process: an inbound connection
+    /// gets its chain; anything else is remembered as outbound.
+    fn on_socket(&mut self, s: &SocketEvent) {
+        let (pid, key) = (s.hdr.tgid, (s.hdr.tgid, s.fd));
+        if let Some(old) = self.fds.insert(key, s.sk).filter(|&old| old != s.sk) {
+            self.close_fd(old, key, s.hdr.ts);
+        }
+        if self.conns.contains_key(&s.sk) || self.exchanges.is_outbound(s.sk) {
+            return;
+        }
+        let handshake = self.handshakes.remove(&s.sk);
+        let inbound = s.protocol != IPPROTO_UDP
+            && (handshake.is_some() || self.listeners.contains_key(&s.sport));
+        if !inbound {
+            self.exchanges
+                .open(pid, s.sk, target_of(socket_peer(s)), s.hdr.ts, false);
+            return;
+        }
+        let mut chain = match self.accepts.remove(&key) {
+            Some(ts) => {
+                if let Some(l) = self.listeners.get_mut(&s.sport) {
+                    l.accepted += 1;
+                }
+                Connection::accepted(ts)
+            }
+            // Accepted before tracing began.
+            None => Connection::already_open(),
+        };
+        if let Some(h) = &handshake {
+            chain.set_established(h.ts);
+        }
+        let peer = handshake
+            .map(|h| h.peer)
+            .or_else(|| has_addresses(s).then(|| socket_peer(s)));
+        self.conns.insert(
+            s.sk,
+            Conn {
+                pid,
+                fd: s.fd,
+                chain,
+                peer,
+            },
+        );
+        self.connections += 1;
+        self.open_peak = self.open_peak.max(self.conns.len());
+    }
+
+    fn on_io(&mut self, ev: &IoEvent, payload: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&ev.sk) else {
+            if ev.ret > 0 {
+                self.exchanges.io(ev.sk, ev.dir == dir::READ, ev.hdr.ts);
+            }
+            return;
+        };
+        let io = Io {
+            tid: ev.hdr.tid,
+            enter_ns: ev.enter_ts,
+            exit_ns: ev.hdr.ts,
+            ret: ev.ret,
+            ready_ns: ev.ready_ts,
+            payload,
+        };
+        let done = if ev.dir == dir::READ {
+            conn.chain.on_read(&io)
+        } else {
+            conn.chain.on_write(&io)
+        };
+        if let Some(req) = done {
+            let (pid, peer) = (conn.pid, conn.peer);
+            self.finish(pid, peer, req);
+        }
+    }
+
+    fn note_stack(&mut self, tgid: u32, user_stack: i32, kernel_stack: i32) {
+        self.new_stacks.push(StackKey {
+            tgid,
+            user_stack,
+            kernel_stack,
+            _pad: 0,
+        });
+    }
+
+    fn on_off_cpu(&mut self, o: &OffCpuEvent) {
+        let tgid = o.hdr.tgid;
+        if self.go.contains(&tgid) && traced::GO_PARKING.contains(&o.syscall) {
+            return;
+        }
+        // Resolved now, while the fd still names what it named when the thread blocked.
+        let sk = (o.fd >= 0)
+            .then(|| self.fds.get(&(tgid, o.fd as i32)).copied())
+            .flatten();
+        let target = match sk {
+            Some(sk) if self.conns.contains_key(&sk) => Target::Inbound,
+            Some(sk) => self.exchanges.target(sk).unwrap_or(Target::None),
+            None => Target::None,
+        };
+        self.note_stack(tgid, o.user_stack, o.kernel_stack);
+        self.timeline.push_off_cpu(
+            o.hdr.tid,
+            OffCpu {
+                start: o.start_ts,
+                end: o.hdr.ts,
+                tgid,
+                user_stack: o.user_stack,
+                kernel_stack: o.kernel_stack,
+                syscall: o.syscall,
+                target,
+                waker_tgid: o.waker_tgid,
+            },
+        );
+    }
+
+    /// An fd that named `sk` now names something else: close the connection
+    /// if it still is the one behind that fd (socket addresses are reused).
+    fn close_fd(&mut self, sk: u64, (pid, fd): (u32, i32), ts: u64) {
+        if self
+            .conns
+            .get(&sk)
+            .is_some_and(|c| c.pid == pid && c.fd == fd)
+        {
+            self.close(sk, ts);
+        }
+    }
+
+    fn close(&mut self, sk: u64, ts: u64) {
+        if let Some(mut conn) = self.conns.remove(&sk) {
+            if self.fds.get(&(conn.pid, conn.fd)) == Some(&sk) {
+                self.fds.remove(&(conn.pid, conn.fd));
+            }
+            if let Some(req) = conn.chain.on_close(ts) {
+                self.finish(conn.pid, conn.peer, req);
+            }
+        }
+    }
+
+    fn finish(&mut self, pid: u32, peer: Option<SocketAddr>, req: Request) {
+        let comm = self
+            .comms
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| Rc::from(pid.to_string()));
+        let (from, to) = req.handler_ns;
+        let mut attribution = self
+            .timeline
+            .within(&[req.read_tid, req.write_tid], from, to);
+        attribution.waits = self.exchanges.claim(pid, from, to);
+        self.finished.push(Finished {
+            request: req,
+            origin: Origin { pid, comm, peer },
+            attribution,
+        });
+    }
+
+    /// Gives back the memory of tables that emptied since their peak (many
+    /// connections held open, then closed). Returns whether any shrank.
+    pub fn compact(&mut self) -> bool {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut FxHashMap<K, V>) -> bool {
+            let big = m.capacity() > 1024 && m.len() * 4 < m.capacity();
+            if big {
+                m.shrink_to_fit();
+            }
+            big
+        }
+        let shrunk = [
+            shrink(&mut self.conns),
+            shrink(&mut self.fds),
+            shrink(&mut self.accepts),
+            shrink(&mut self.handshakes),
+        ];
+        shrunk.iter().any(|&s| s) | self.exchanges.compact()
+    }
+
+    /// Forgets what no request can still need (threads idle for minutes).
+    pub fn sweep(&mut self, now: u64) {
+        self.timeline.sweep(now);
+    }
+
+    /// Tracing stopped at `ts`: settle every connection's request in progress.
+    pub fn finish_all(&mut self, ts: u64) {
+        let conns: Vec<_> = self.conns.drain().collect();
+        for (_, mut conn) in conns {
+            if let Some(req) = conn.chain.on_trace_end(ts) {
+                self.finish(conn.pid, conn.peer, req);
+            }
+        }
+    }
+
+    /// Connections currently tracked (for bounded-memory checks).
+    #[cfg(test)]
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+/// A peer as a blocking target: port 53 is DNS.
+fn target_of(peer: SocketAddr) -> Target {
+    if peer.port() == DNS_PORT {
+        Target::Dns(peer)
+    } else {
+        Target::Outbound(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::{AcceptEvent, CloseEvent, EventHeader, kind};
+
+    const MS: u64 = 1_000_000;
+
+    fn hdr(kind: u8, ts_ms: u64) -> EventHeader {
+        EventHeader {
+            kind,
+            tgid: 10,
+            tid: 11,
+            ts: ts_ms * MS,
+            ..Default::default()
+        }
+    }
+
+    fn socket(sk: u64, fd: i32, sport: u16, dport: u16, ts_ms: u64) -> Event<'static> {
+        let mut s = SocketEvent {
+            hdr: hdr(kind::SOCKET, ts_ms),
+            sk,
+            fd,
+            family: 2,
+            protocol: 6,
+            sport,
+            dport,
+            ..Default::default()
+        };
+        s.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        s.daddr[..4].copy_from_slice(&[10, 0, 0, 9]);
+        Event::Socket(s)
+    }
+
+    fn io(sk: u64, fd: i32, d: u8, ts_ms: u64, ret: i64) -> IoEvent {
+        IoEvent {
+            hdr: hdr(kind::IO, ts_ms),
+            enter_ts: ts_ms * MS,
+            sk,
+            ret,
+            fd,
+            dir: d,
+            ..Default::default()
+        }
+    }
+
+    fn accept(fd: i32, ts_ms: u64) -> Event<'static> {
+        Event::Accept(AcceptEvent {
+            hdr: hdr(kind::ACCEPT, ts_ms),
+            fd,
+            port: 80,
+            _pad: 0,
+            backlog: 0,
+            backlog_max: 128,
+            listener_drops: 7 + ts_ms as u32,
+            _pad2: 0,
+        })
+    }
+
+    #[test]
+    fn joins_handshake_accept_and_io_of_one_connection() {
+        let mut c = Tracker::new();
+        c.add_process(10, "srv", false);
+        c.add_listener(10, 80);
+        // The listener is not known yet: its queue was not read.
+        let mut est = SockEvent {
+            hdr: hdr(kind::ESTABLISHED, 5),
+            sk: 0xa,
+            family: 2,
+            sport: 80,
+            dport: 4000,
+            backlog: u32::MAX,
+            backlog_max: u32::MAX,
+            listener_drops: u32::MAX,
+            ..Default::default()
+        };
+        est.hdr.tgid = 0;
+        est.daddr[..4].copy_from_slice(&[10, 0, 0, 9]);
+        c.handle(Event::Established(est));
+        c.handle(accept(7, 8));
+        c.handle(socket(0xa, 7, 80, 4000, 9));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::READ, 9, 40),
+            b"GET /x HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::WRITE, 29, 40),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.handle(Event::Close(CloseEvent {
+            hdr: hdr(kind::CLOSE, 30),
+            sk: 0xa,
+        }));
+        let done: Vec<Finished> = c.take_finished().collect();
+        assert_eq!(done.len(), 1);
+        let r = &done[0];
+        assert_eq!(r.origin.peer, Some("10.0.0.9:4000".parse().expect("addr")));
+        assert_eq!(
+            r.request.stages.get(crate::chain::Stage::AcceptQueue),
+            3 * MS
+        );
+        assert_eq!(r.request.route.as_deref(), Some("GET /x"));
+        assert_eq!(c.open_connections(), 0);
+        assert_eq!(c.listeners[&80].accepted, 1);
+        assert_eq!(c.listeners[&80].backlog_limit, Some(128));
+        assert_eq!(
+            c.listeners[&80].drops(),
+            Some(0),
+            "one accept: no drops seen between readings"
+        );
+    }
+
+    #[test]
+    fn accept_queue_depth_peak_and_p99() {
+        let mut q = QueueDepth::default();
+        assert_eq!((q.peak(), q.quantile(0.99)), (None, None));
+        for d in 0..100 {
+            q.record(d % 10);
+        }
+        q.record(40);
+        assert_eq!(q.peak(), Some(40));
+        assert_eq!(q.quantile(0.5), Some(5));
+        assert_eq!(q.quantile(0.99), Some(9));
+        assert_eq!(q.quantile(1.0), Some(40));
+    }
+
+    #[test]
+    fn a_reused_socket_address_is_not_closed_by_its_old_fd() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        // Connection 1 on fd 9, socket 0xa, closed.
+        c.handle(accept(9, 1));
+        c.handle(socket(0xa, 9, 80, 1, 1));
+        c.handle(Event::Io(
+            io(0xa, 9, dir::READ, 2, 10),
+            b"GET / HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 9, dir::WRITE, 3, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.handle(Event::Close(CloseEvent {
+            hdr: hdr(kind::CLOSE, 4),
+            sk: 0xa,
+        }));
+        // Connection 2 gets the same socket address, on fd 8; fd 9 is accepted again.
+        c.handle(accept(8, 5));
+        c.handle(socket(0xa, 8, 80, 2, 5));
+        c.handle(Event::Io(
+            io(0xa, 8, dir::READ, 6, 10),
+            b"GET /two HTTP/1.1\r\n",
+        ));
+        c.handle(accept(9, 7));
+        c.handle(Event::Io(
+            io(0xa, 8, dir::WRITE, 8, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.handle(Event::Close(CloseEvent {
+            hdr: hdr(kind::CLOSE, 9),
+            sk: 0xa,
+        }));
+        let done: Vec<Finished> = c.take_finished().collect();
+        let two = done
+            .iter()
+            .find(|s| s.request.route.as_deref() == Some("GET /two"))
+            .expect("second request");
+        assert_eq!(two.request.outcome, crate::chain::Outcome::Complete);
+        assert_eq!(two.request.status, Some(200));
+    }
+
+    #[test]
+    fn outbound_sockets_are_not_chains() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        c.handle(socket(0xb, 5, 41000, 9001, 1));
+        c.handle(Event::Io(
+            io(0xb, 5, dir::WRITE, 1, 10),
+            b"GET / HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xb, 5, dir::READ, 2, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.finish_all(10 * MS);
+        assert_eq!(c.take_finished().count(), 0);
+    }
+
+    #[test]
+    fn connections_open_before_tracing_are_followed() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        c.handle(socket(0xc, 9, 80, 5555, 1));
+        c.handle(Event::Io(
+            io(0xc, 9, dir::READ, 2, 10),
+            b"GET /old HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xc, 9, dir::WRITE, 3, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.finish_all(10 * MS);
+        let done: Vec<Finished> = c.take_finished().collect();
+        assert_eq!(done[0].request.route.as_deref(), Some("GET /old"));
+        assert_eq!(
+            done[0].origin.peer,
+            Some("10.0.0.9:5555".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn fd_reuse_closes_the_previous_connection() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        c.handle(accept(7, 1));
+        c.handle(socket(0xa, 7, 80, 1, 1));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::READ, 2, 10),
+            b"GET / HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::WRITE, 3, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        // Closed after a reset (no close event), then fd 7 comes back from accept.
+        c.handle(accept(7, 4));
+        c.handle(socket(0xd, 7, 80, 2, 4));
+        assert_eq!(c.take_finished().count(), 1);
+        assert_eq!(c.connections, 2);
+        assert_eq!(c.open_connections(), 1);
+    }
+
+    #[test]
+    fn blocks_on_outbound_and_dns_sockets_are_named() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        c.handle(socket(0xb, 5, 41000, 9001, 1));
+        let mut udp = SocketEvent {
+            hdr: hdr(kind::SOCKET, 1),
+            sk: 0xe,
+            fd: 6,
+            family: 2,
+            protocol: 17,
+            sport: 50000,
+            dport: 53,
+            ..Default::default()
+        };
+        udp.daddr[..4].copy_from_slice(&[127, 0, 0, 53]);
+        c.handle(Event::Socket(udp));
+        for (fd, start) in [(5, 10), (6, 20), (-1, 30)] {
+            let o = OffCpuEvent {
+                hdr: hdr(kind::OFF_CPU, start + 5),
+                start_ts: start * MS,
+                syscall: 45,
+                fd,
+                ..Default::default()
+            };
+            c.handle(Event::OffCpu(o));
+        }
+        let a = c.timeline.within(&[11], 0, 100 * MS);
+        let mut targets: Vec<Target> = a.off.iter().map(|(o, _)| o.target).collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            vec![
+                Target::None,
+                Target::Outbound("10.0.0.9:9001".parse().expect("addr")),
+                Target::Dns("127.0.0.53:53".parse().expect("addr"))
+            ]
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! Loads the embedded kernel programs, attaches them, and gives typed access
+//! to the maps userspace writes and reads.
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
+    programs::{
+        BtfTracePoint, PerfEvent, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    util::online_cpus,
+};
+use tracer_common::{KernelOffsets, ListenCounters, StackKey, TraceLayout, counter};
+use tracer_core::counters::Counters;
+
+use super::{
+    btf as kernel_btf,
+    programs::{Attach, Enabled, Needs, PROGRAMS, Program},
+    tracefs,
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// What the caller asks of the kernel side.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Ring-buffer bytes that force an early wake-up of the reader.
+    pub wakeup_bytes: u64,
+    /// On-CPU sampling frequency (Hz); 0 turns sampling off.
+    pub freq: u64,
+    /// Off-CPU tracing, and the shortest block it reports.
+    pub off_cpu: bool,
+    pub min_block_ns: u64,
+}
+
+/// Maps that outlive the programs: read after detaching, or while tracing
+/// goes on (totals are cumulative).
+pub struct Tables {
+    pub stacks: StackTraceMap<MapData>,
+    listen_counters: PerCpuHashMap<MapData, u16, ListenCounters>,
+    oncpu: PerCpuHashMap<MapData, StackKey, u64>,
+    offcpu_us: PerCpuHashMap<MapData, StackKey, u64>,
+}
+
+/// The stack tables without the stack map, which the symbolizer takes.
+pub struct Totals {
+    listen_counters: PerCpuHashMap<MapData, u16, ListenCounters>,
+    oncpu: PerCpuHashMap<MapData, StackKey, u64>,
+    offcpu_us: PerCpuHashMap<MapData, StackKey, u64>,
+}
+
+impl Tables {
+    /// The stack map, and the rest.
+    pub fn split(self) -> (StackTraceMap<MapData>, Totals) {
+        let Tables {
+            stacks,
+            listen_counters,
+            oncpu,
+            offcpu_us,
+        } = self;
+        (
+            stacks,
+            Totals {
+                listen_counters,
+                oncpu,
+                offcpu_us,
+            },
+        )
+    }
+}
+
+impl Totals {
+    /// On-CPU samples per stack so far.
+    pub fn oncpu(&self) -> Vec<(StackKey, u64)> {
+        sum_per_cpu(&self.oncpu)
+    }
+
+    /// Off-CPU microseconds per stack so far.
+    pub fn offcpu_us(&self) -> Vec<(StackKey, u64)> {
+        sum_per_cpu(&self.offcpu_us)
+    }
+
+    /// Overflows and SYN-ACK retransmits per port, summed over CPUs.
+    pub fn listen_counters(&self) -> Vec<(u16, ListenCounters)> {
+        self.listen_counters
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(port, per_cpu)| {
+                let sum = per_cpu
+                    .iter()
+                    .fold(ListenCounters::default(), |a, c| ListenCounters {
+                        overflows: a.overflows + c.overflows,
+                        synack_retransmits: a.synack_retransmits + c.synack_retransmits,
+                    });
+                (port, sum)
+            })
+            .collect()
+    }
+}
+
+fn sum_per_cpu(map: &PerCpuHashMap<MapData, StackKey, u64>) -> Vec<(StackKey, u64)> {
+    map.iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k, v.iter().sum()))
+        .collect()
+}
+
+pub struct Probes {
+    // Keeps the programs loaded.
+    ebpf: Ebpf,
+    /// Owned apart from the programs so that [`Probes::detach`] can drop them
+    /// concurrently: a trace event's detach waits for an RCU grace period.
+    links: Vec<Box<dyn Send>>,
+    traced: Array<MapData, u8>,
+    listen_ports: Array<MapData, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    ring: Option<RingBuf<MapData>>,
+    tables: Option<Tables>,
+}
+
+impl Probes {
+    /// Loads the object with this kernel's offsets and layouts, attaches
+    /// every enabled program, and returns what was lost to hooks this
+    /// kernel lacks.
+    pub fn load(config: Config) -> Result<(Self, Vec<String>)> {
+        if !std::path::Path::new(kernel_btf::VMLINUX).exists() {
+            kernel_btf::load()?;
+        }
+        let facts = kernel_btf::facts_via_child()?;
+        let btf = Btf::from_sys_fs().context("reading kernel BTF for the BTF tracepoints")?;
+        let layout = trace_layout(facts.listen_overflow_reason);
+        let mut ebpf = load_object(&config, &btf, &layout, &facts.offsets)?;
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        let mut warnings = Vec::new();
+        for program in PROGRAMS.iter().filter(|p| enabled(p, &config)) {
+            match attach(&mut ebpf, program, &btf, &layout, config.freq)? {
+                Attached::Links(new) => links.extend(new),
+                Attached::Missing(why) => match program.optional {
+                    Some(loss) => warnings.push(format!("{why}: {loss}")),
+                    None => bail!("{why}: the tracer cannot work without it"),
+                },
+            }
+        }
+        let tables = Some(Tables {
+            stacks: StackTraceMap::try_from(take(&mut ebpf, "STACKS")?)?,
+            listen_counters: PerCpuHashMap::try_from(take(&mut ebpf, "LISTEN_COUNTERS")?)?,
+            oncpu: PerCpuHashMap::try_from(take(&mut ebpf, "ONCPU_COUNTS")?)?,
+            offcpu_us: PerCpuHashMap::try_from(take(&mut ebpf, "OFFCPU_US")?)?,
+        });
+        let probes = Probes {
+            traced: Array::try_from(take(&mut ebpf, "TRACED")?)?,
+            listen_ports: Array::try_from(take(&mut ebpf, "LISTEN_PORTS")?)?,
+            counters: PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?,
+            ring: Some(RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?),
+            tables,
+            ebpf,
+            links,
+        };
+        Ok((probes, warnings))
+    }
+
+    /// Detaches every program, the grace periods of all links overlapping.
+    pub fn detach(self) {
+        let Probes { ebpf, links, .. } = self;
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
+        drop(ebpf);
+    }
+
+    /// Traces `tgid`; `go` for Go programs, whose idle thread parking is skipped.
+    pub fn trace(&mut self, tgid: u32, go: bool) -> Result<()> {
+        let kind = if go {
+            tracer_common::traced::GO
+        } else {
+            tracer_common::traced::YES
+        };
+        self.traced
+            .set(tgid, kind, 0)
+            .with_context(|| format!("adding pid {tgid} to the traced set"))
+    }
+
+    pub fn untrace(&mut self, tgid: u32) {
+        // Out of range is fine: such a pid was never traced.
+        let _ = self.traced.set(tgid, 0, 0);
+    }
+
+    pub fn watch_port(&mut self, port: u16) -> Result<()> {
+        self.listen_ports
+            .set(u32::from(port), 1, 0)
+            .with_context(|| format!("watching listening port {port}"))
+    }
+
+    /// The ring buffer, handed over once to the reader.
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    /// The stack tables, handed over once: they stay readable after detaching.
+    pub fn take_tables(&mut self) -> Option<Tables> {
+        self.tables.take()
+    }
+
+    /// What each program cost so far, when the kernel keeps count
+    /// (`sysctl kernel.bpf_stats_enabled=1`): (name, runs, ns in total).
+    pub fn program_costs(&self) -> Vec<(String, u64, u64)> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .is_ok_and(|s| s.trim() == "1");
+        if !enabled {
+            return Vec::new();
+        }
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let fd = p.fd().ok()?.as_fd().as_raw_fd();
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+                let field = |k: &str| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(k))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                };
+                Some((name.to_string(), field("run_cnt:")?, field("run_time_ns:")?))
+            })
+            .collect()
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
+        Ok(Counters {
+            events: sum(counter::EVENTS)?,
+            ringbuf_full: sum(counter::RINGBUF_FULL)?,
+            blocked_write_full: sum(counter::BLOCKED_WRITE_FULL)?,
+            socks_full: sum(counter::SOCKS_FULL)?,
+            payload_fault: sum(counter::PAYLOAD_FAULT)?,
+            stack_lost: sum(counter::STACK_LOST)?,
+            stack_table_full: sum(counter::STACK_TABLE_FULL)?,
+        })
+    }
+}
+
+/// Where trace-event fields sit on this kernel (from tracefs formats), and
+/// the drop reason of a full accept queue (from BTF).
+fn trace_layout(listen_overflow_reason: u32) -> TraceLayout {
+    let mut layout = TraceLayout::DEFAULT;
+    let field =
+        |group, event, name, default| tracefs::field_offset(group, event, name).unwrap_or(default);
+    layout.fork_child_pid = field(
+        "sched",
+        "sched_process_fork",
+        "child_pid",
+        layout.fork_child_pid,
+    );
+    layout.kfree_skb_reason = field("skb", "kfree_skb", "reason", layout.kfree_skb_reason);
+    layout.kfree_skb_rx_sk = field("skb", "kfree_skb", "rx_sk", u32::MAX);
+    layout.listen_overflow_reason = listen_overflow_reason;
+    layout
+}
+
+fn load_object(
+    config: &Config,
+    btf: &Btf,
+    layout: &TraceLayout,
+    offsets: &KernelOffsets,
+) -> Result<Ebpf> {
+    let off_cpu_enabled = u8::from(config.off_cpu);
+    EbpfLoader::new()
+        .btf(Some(btf))
+        .map_max_entries("TRACED", pid_max())
+        .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
+        .override_global("LAYOUT", layout, true)
+        .override_global("OFFSETS", offsets, true)
+        .override_global("MIN_BLOCK_NS", &config.min_block_ns, true)
+        .override_global("OFF_CPU_ENABLED", &off_cpu_enabled, true)
+        .load(OBJECT)
+        .context("loading the eBPF object into the kernel")
+}
+
+fn enabled(program: &Program, config: &Config) -> bool {
+    match program.enabled {
+        Enabled::Always => true,
+        Enabled::OffCpu => config.off_cpu,
+        Enabled::Sampling => config.freq > 0,
+    }
+}
+
+enum Attached {
+    Links(Vec<Box<dyn Send>>),
+    /// The kernel lacks what the program needs: why, in words.
+    Missing(String),
+}
+
+/// Loads (once) and attaches one program.
+fn attach(
+    ebpf: &mut Ebpf,
+    program: &Program,
+    btf: &Btf,
+    layout: &TraceLayout,
+    freq: u64,
+) -> Result<Attached> {
+    let name = program.name;
+    if program.needs == Needs::ListenOverflowReason
+        && (layout.listen_overflow_reason == u32::MAX || layout.kfree_skb_rx_sk == u32::MAX)
+    {
+        return Ok(Attached::Missing(
+            "this kernel does not name accept-queue overflow drops".to_string(),
+        ));
+    }
+    let links: Vec<Box<dyn Send>> = match program.attach {
+        Attach::BtfTracepoint(function) => {
+            let p: &mut BtfTracePoint = program_mut(ebpf, name)?;
+            if p.load(function, btf).is_err() {
+                return Ok(Attached::Missing(format!(
+                    "kernel lacks BTF tracepoint {}",
+                    program.hook()
+                )));
+            }
+            let id = p
+                .attach()
+                .with_context(|| format!("attaching to BTF tracepoint {function}"))?;
+            vec![Box::new(p.take_link(id)?)]
+        }
+        Attach::TraceEvent(group, event) => {
+            if !tracefs::has_tracepoint(group, event) {
+                return Ok(Attached::Missing(format!(
+                    "kernel lacks tracepoint {}",
+                    program.hook()
+                )));
+            }
+            let p: &mut TracePoint = program_mut(ebpf, name)?;
+            if p.fd().is_err() {
+                p.load()
+                    .with_context(|| format!("kernel verifier rejected program {name}"))?;
+            }
+            let id = p
+                .attach(group, event)
+                .with_context(|| format!("attaching to tracepoint {group}/{event}"))?;
+            vec![Box::new(p.take_link(id)?)]
+        }
+        Attach::CpuClock => attach_cpu_clock(program_mut(ebpf, name)?, freq)?,
+    };
+    Ok(Attached::Links(links))
+}
+
+/// One `cpu-clock` perf event per online CPU, sampling every process.
+fn attach_cpu_clock(program: &mut PerfEvent, freq: u64) -> Result<Vec<Box<dyn Send>>> {
+    program
+        .load()
+        .context("kernel verifier rejected program on_cpu")?;
+    let cpus = online_cpus().map_err(|(path, e)| anyhow!("reading {path}: {e}"))?;
+    let mut links: Vec<Box<dyn Send>> = Vec::new();
+    for cpu in cpus {
+        let id = program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(freq),
+                false,
+            )
+            .with_context(|| format!("opening the cpu-clock perf event on CPU {cpu}"))?;
+        links.push(Box::new(program.take_link(id)?));
+    }
+    Ok(links)
+}
+
+/// Highest pid + 1: the size of the traced-process table.
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304)
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?;
+    Ok(program.try_into()?)
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("eBPF object lacks map {name}"))
+}

@@ -1,0 +1,98 @@
+//! A session with its programs attached: the kernel side, the tracker fed
+//! by it, the stacks it names, and the processes it follows.
+
+use anyhow::{Context, Result};
+use tracer_core::track::Tracker;
+
+use super::{
+    clock,
+    settings::{Settings, Target},
+    targets::{Observers, Targets},
+};
+use crate::{
+    kernel::{
+        probes::{self, Probes, Totals},
+        tracefs,
+    },
+    symbols::stacks::Stacks,
+};
+
+/// Ring-buffer bytes that force an early wake-up of the reader.
+const WAKEUP_BYTES: u64 = 512 * 1024;
+
+/// Everything a running session holds.
+pub struct Session {
+    pub probes: Probes,
+    pub totals: Totals,
+    pub tracker: Tracker,
+    pub stacks: Stacks,
+    pub targets: Targets,
+    /// Warnings of the attach (hooks this kernel lacks), for every report.
+    pub warnings: Vec<String>,
+}
+
+impl Session {
+    /// Loads and attaches the kernel programs.
+    pub fn attach(settings: &Settings) -> Result<Session> {
+        if tracefs::ensure_mounted()? {
+            eprintln!("tracer: mounted tracefs on {}", tracefs::ROOT);
+        }
+        clock::bump_memlock_limit();
+        let config = probes::Config {
+            wakeup_bytes: WAKEUP_BYTES,
+            freq: settings.freq,
+            off_cpu: settings.off_cpu,
+            min_block_ns: settings.min_block.as_nanos() as u64,
+        };
+        let (mut probes, warnings) = Probes::load(config)?;
+        // Loading parsed the kernel's BTF: hand that memory back before tracing.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+        for w in &warnings {
+            eprintln!("tracer: warning: {w}");
+        }
+        let (stack_map, totals) = probes
+            .take_tables()
+            .context("stack tables already taken")?
+            .split();
+        Ok(Session {
+            probes,
+            totals,
+            tracker: Tracker::new(),
+            stacks: Stacks::new(stack_map),
+            targets: Targets::default(),
+            warnings,
+        })
+    }
+
+    /// Starts tracing the target.
+    pub fn start(&mut self, target: Target, pids: &[u32], children: bool) -> Result<()> {
+        let mut o = Observers {
+            probes: &mut self.probes,
+            stacks: &mut self.stacks,
+            tracker: &mut self.tracker,
+        };
+        self.targets.start(target, pids, children, &mut o)
+    }
+
+    /// Periodic work off the event path: adopt forked children, notice
+    /// exits, name new stacks while their processes live. Returns whether
+    /// every traced process is gone.
+    pub fn check(&mut self) -> Result<bool> {
+        let mut o = Observers {
+            probes: &mut self.probes,
+            stacks: &mut self.stacks,
+            tracker: &mut self.tracker,
+        };
+        self.targets.adopt_forks(&mut o)?;
+        self.tracker.sweep(clock::monotonic_ns());
+        if self.tracker.compact() {
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+        }
+        self.stacks.note_all(self.tracker.take_new_stacks());
+        self.stacks.resolve_pending();
+        self.targets.note_exits(&mut self.probes);
+        Ok(self.targets.all_exited())
+    }
+}

@@ -1,0 +1,108 @@
+//! The session's loop: drain the ring buffer into the tracker, fan finished
+//! requests out to the open windows, and do the periodic work (forks,
+//! exits, symbolizing) until the duration ends, a signal, or every traced
+//! process exits.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{MissedTickBehavior, interval, sleep},
+};
+use tracer_core::track::Tracker;
+
+use super::{attached::Session, window::OpenWindow};
+use crate::kernel::decode;
+
+/// How often the ring buffer is drained when no wake-up came.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// How often traced processes are checked for exit and new children, and
+/// new stacks symbolized.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+pub enum StopReason {
+    Duration,
+    Signal,
+    AllExited,
+}
+
+impl Session {
+    /// Follows the traced processes until the duration ends, a signal, or
+    /// they all exit.
+    pub fn follow(
+        &mut self,
+        windows: &mut [OpenWindow],
+        duration: Option<Duration>,
+    ) -> Result<StopReason> {
+        let ring = self
+            .probes
+            .take_ring()
+            .ok_or_else(|| anyhow::anyhow!("ring buffer already taken"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(self.follow_ring(ring, windows, duration))
+    }
+
+    async fn follow_ring(
+        &mut self,
+        ring: RingBuf<MapData>,
+        windows: &mut [OpenWindow],
+        duration: Option<Duration>,
+    ) -> Result<StopReason> {
+        // SAFETY: the ring buffer owns its fd, which outlives the registration
+        // (both end with `ring` at the end of this function).
+        let mut ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let mut drain_tick = interval(DRAIN_EVERY);
+        drain_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut check_tick = interval(CHECK_EVERY);
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let deadline = sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+        tokio::pin!(deadline);
+
+        let reason = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &mut self.tracker, windows);
+                    guard.clear_ready();
+                }
+                _ = drain_tick.tick() => drain(ring.get_mut(), &mut self.tracker, windows),
+                _ = check_tick.tick() => {
+                    drain(ring.get_mut(), &mut self.tracker, windows);
+                    if self.check()? {
+                        break StopReason::AllExited;
+                    }
+                }
+                _ = sigint.recv() => break StopReason::Signal,
+                _ = sigterm.recv() => break StopReason::Signal,
+                () = &mut deadline => break StopReason::Duration,
+            }
+        };
+        drain(ring.get_mut(), &mut self.tracker, windows);
+        Ok(reason)
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker, windows: &mut [OpenWindow]) {
+    while let Some(item) = ring.next() {
+        if let Some(event) = decode::decode(&item) {
+            tracker.handle(event);
+        }
+    }
+    fan_out(tracker, windows);
+}
+
+/// Hands the requests the tracker finished to every open window.
+pub fn fan_out(tracker: &mut Tracker, windows: &mut [OpenWindow]) {
+    for finished in tracker.take_finished() {
+        for w in windows.iter_mut() {
+            w.record(&finished);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! A tracing session: sources → tracker → aggregates → sinks.
+//!
+//! The kernel programs are the source: their records are drained from the
+//! ring buffer and decoded ([`follow`]). The tracker rebuilds each
+//! connection's chain and hands out finished requests, which every open
+//! window aggregates ([`window`]); a window is cut into results for the
+//! sinks without stopping anything. The processes traced, and the command
+//! of `tracer exec`, are kept in [`targets`]. [`run`] wires it together for
+//! `record` and `exec`: one window over the whole run, cut at the end into
+//! the output files and the summary.
+
+mod attached;
+mod clock;
+mod follow;
+mod settings;
+mod targets;
+mod window;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use tracer_core::report::summary;
+
+pub use self::settings::{Settings, Target};
+use self::{attached::Session, follow::StopReason, window::OpenWindow};
+use crate::{
+    output::{Sink, files::Files},
+    system::preflight,
+};
+
+/// `tracer record` and `tracer exec`: trace until the duration ends,
+/// Ctrl-C, or every traced process exits; then write the outputs and print
+/// the summary.
+pub fn run(target: Target, settings: Settings) -> Result<()> {
+    preflight::require_privileges()?;
+    let pids = match &target {
+        Target::Pids(p) => preflight::resolve_pids(p)?,
+        Target::Command(_) => Vec::new(),
+    };
+    let mut session = Session::attach(&settings)?;
+    session.start(target, &pids, settings.children)?;
+    eprintln!(
+        "tracer: tracing {}{}; Ctrl-C to stop",
+        session.targets.names().join(", "),
+        settings
+            .duration
+            .map_or(String::new(), |d| format!(" for {:.1}s", d.as_secs_f64()))
+    );
+
+    let whole = OpenWindow::open(&session, &settings)?;
+    let mut windows = vec![whole];
+    let stop = session.follow(&mut windows, settings.duration)?;
+    session.tracker.finish_all(clock::monotonic_ns());
+    follow::fan_out(&mut session.tracker, &mut windows);
+    let whole = windows.swap_remove(0);
+    let end = whole.end(&session)?;
+    // Detach before the slower work of symbolizing and writing outputs.
+    let Session {
+        probes,
+        totals,
+        mut tracker,
+        mut stacks,
+        mut targets,
+        warnings,
+    } = session;
+    probes.detach();
+    targets.stop_command();
+    if let StopReason::AllExited = stop {
+        eprintln!("tracer: traced processes exited; writing what was seen");
+    }
+    let results = whole.cut(
+        end,
+        &mut tracker,
+        &totals,
+        &mut stacks,
+        targets.processes(),
+        warnings,
+    );
+
+    let mut files = Files::new(output_dir(settings.out, &results.report.started_at)?);
+    files.finish(&results)?;
+    print!("{}", summary::render(&results.report));
+    println!(
+        "\noutputs in {}: {}",
+        files.dir().display(),
+        files.written().join(", ")
+    );
+    Ok(())
+}
+
+/// `--out`, or a new `./tracer-YYYYMMDD-HHMMSS` named after the start.
+fn output_dir(out: Option<PathBuf>, started_at: &str) -> Result<PathBuf> {
+    let dir = out.unwrap_or_else(|| {
+        // 2026-11-28T12:03:28.123Z -> tracer-20261128-120328
+        let stamp: String = started_at
+            .chars()
+            .take(19)
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .collect();
+        PathBuf::from(format!("tracer-{}", stamp.replace('T', "-")))
+    });
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating output directory {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Refuses to trace ourselves: the tracer's own reads would feed its events.
+pub fn reject_self(pids: &[u32]) -> Result<()> {
+    if pids.contains(&std::process::id()) {
+        bail!("tracer cannot trace itself");
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! What a session is asked to do: what to trace, for how long, with which
+//! hooks, and where the outputs go.
+
+use std::{path::PathBuf, time::Duration};
+
+pub struct Settings {
+    pub duration: Option<Duration>,
+    pub out: Option<PathBuf>,
+    /// Also trace the descendants of the given processes (nginx workers...).
+    pub children: bool,
+    /// On-CPU sampling frequency in Hz, 0 for none.
+    pub freq: u64,
+    pub off_cpu: bool,
+    pub min_block: Duration,
+}
+
+impl Settings {
+    /// Microseconds one on-CPU sample stands for (0 if sampling is off).
+    pub fn sample_us(&self) -> u64 {
+        1_000_000u64.checked_div(self.freq).unwrap_or(0)
+    }
+}
+
+/// What to trace: running processes, or a command to start.
+pub enum Target {
+    Pids(Vec<u32>),
+    Command(Vec<String>),
+}

@@ -1,0 +1,164 @@
+//! The processes a session traces: those named, their children, what they
+//! fork while traced, and the command `tracer exec` started.
+
+use std::{
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use tracer_core::{process::Process, track::Tracker};
+
+use super::settings::Target;
+use crate::{
+    kernel::probes::Probes,
+    symbols::stacks::Stacks,
+    system::{procfs, runtime},
+};
+
+/// What learns of a process when it is traced: the kernel programs, the
+/// symbolizer and the tracker.
+pub struct Observers<'a> {
+    pub probes: &'a mut Probes,
+    pub stacks: &'a mut Stacks,
+    pub tracker: &'a mut Tracker,
+}
+
+#[derive(Default)]
+pub struct Targets {
+    processes: Vec<Process>,
+    /// The command of `tracer exec`.
+    command: Option<Child>,
+}
+
+impl Targets {
+    pub fn processes(&self) -> &[Process] {
+        &self.processes
+    }
+
+    /// `comm (pid)` of each.
+    pub fn names(&self) -> Vec<String> {
+        self.processes
+            .iter()
+            .map(|t| format!("{} ({})", t.comm, t.pid))
+            .collect()
+    }
+
+    pub fn all_exited(&self) -> bool {
+        self.processes.iter().all(|t| t.exited)
+    }
+
+    /// The command of `tracer exec` is ours: stop it gently, then firmly.
+    pub fn stop_command(&mut self) {
+        let Some(child) = self.command.as_mut() else {
+            return;
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        // SAFETY: signalling a child we own and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts tracing the target: the given processes (and their
+    /// descendants with `children`), or the command, started here.
+    pub fn start(
+        &mut self,
+        target: Target,
+        pids: &[u32],
+        children: bool,
+        o: &mut Observers,
+    ) -> Result<()> {
+        match target {
+            Target::Pids(_) => {
+                let mut all = pids.to_vec();
+                if children {
+                    for &pid in pids {
+                        for child in procfs::descendants(pid) {
+                            if !all.contains(&child) {
+                                all.push(child);
+                            }
+                        }
+                    }
+                }
+                for pid in all {
+                    self.trace_process(pid, o)?;
+                }
+            }
+            Target::Command(cmd) => {
+                let (program, args) = cmd.split_first().context("exec needs a command")?;
+                let c = Command::new(program)
+                    .args(args)
+                    .spawn()
+                    .with_context(|| format!("starting {program}"))?;
+                self.trace_process(c.id(), o)?;
+                self.command = Some(c);
+            }
+        }
+        Ok(())
+    }
+
+    fn trace_process(&mut self, pid: u32, o: &mut Observers) -> Result<()> {
+        if self.processes.iter().any(|t| t.pid == pid) {
+            return Ok(());
+        }
+        // Traced first, then scanned: nothing that happens in between is missed.
+        let go =
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| runtime::is_go(&exe));
+        o.probes.trace(pid, go)?;
+        o.stacks.watch(pid);
+        let comm = procfs::comm(pid).unwrap_or_else(|_| pid.to_string());
+        o.tracker.add_process(pid, &comm, go);
+        // Connections already open are recognised by their local port at first use.
+        for port in procfs::listeners(pid) {
+            o.probes.watch_port(port)?;
+            o.tracker.add_listener(pid, port);
+        }
+        self.processes.push(Process {
+            pid,
+            comm,
+            exited: false,
+        });
+        Ok(())
+    }
+
+    /// Forked children of traced processes: keep the processes, drop the
+    /// threads (the kernel adds both, since it cannot tell them apart cheaply).
+    pub fn adopt_forks(&mut self, o: &mut Observers) -> Result<()> {
+        for pid in o.tracker.take_forks() {
+            match procfs::tgid(pid) {
+                Some(tgid) if tgid == pid => self.trace_process(pid, o)?,
+                _ => o.probes.untrace(pid),
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the processes that exited, and stops tracing their pids.
+    pub fn note_exits(&mut self, probes: &mut Probes) {
+        if let Some(c) = self.command.as_mut()
+            && let Ok(Some(_)) = c.try_wait()
+        {
+            let pid = c.id();
+            self.processes
+                .iter_mut()
+                .filter(|t| t.pid == pid)
+                .for_each(|t| t.exited = true);
+        }
+        for t in self.processes.iter_mut().filter(|t| !t.exited) {
+            if !procfs::is_alive(t.pid) {
+                t.exited = true;
+                probes.untrace(t.pid);
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Stack ids from the kernel's stack map, turned into frame names once and
+//! cached: resolved while the run goes on, so processes that exit before the
+//! end still have their stacks named.
+
+use std::rc::Rc;
+
+use aya::maps::{MapData, StackTraceMap};
+use rustc_hash::{FxHashMap, FxHashSet};
+use tracer_common::StackKey;
+
+use tracer_core::stack::{Frame, StackNames};
+
+use super::symbolize::Symbolizer;
+
+pub struct Stacks {
+    map: StackTraceMap<MapData>,
+    sym: Symbolizer,
+    user: FxHashMap<(u32, i32), Rc<[Frame]>>,
+    kernel: FxHashMap<i32, Rc<[Frame]>>,
+    seen: FxHashSet<StackKey>,
+    pending: Vec<StackKey>,
+}
+
+impl Stacks {
+    pub fn new(map: StackTraceMap<MapData>) -> Self {
+        Stacks {
+            map,
+            sym: Symbolizer::new(),
+            user: FxHashMap::default(),
+            kernel: FxHashMap::default(),
+            seen: FxHashSet::default(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Snapshot a traced process's mappings while it lives.
+    pub fn watch(&mut self, pid: u32) {
+        self.sym.watch(pid);
+    }
+
+    /// Remember a stack to resolve at the next [`Stacks::resolve_pending`].
+    pub fn note(&mut self, key: StackKey) {
+        if self.seen.insert(key) {
+            self.pending.push(key);
+        }
+    }
+
+    pub fn note_all(&mut self, keys: impl IntoIterator<Item = StackKey>) {
+        for key in keys {
+            self.note(key);
+        }
+    }
+
+    /// Names the stacks noted since the last call.
+    pub fn resolve_pending(&mut self) {
+        for key in std::mem::take(&mut self.pending) {
+            self.user_frames(key.tgid, key.user_stack);
+            self.kernel_frames(key.kernel_stack);
+        }
+    }
+
+    fn ips(&self, id: i32) -> Vec<u64> {
+        if id < 0 {
+            return Vec::new();
+        }
+        self.map
+            .get(&(id as u32), 0)
+            .map(|st| st.frames().iter().map(|f| f.ip).collect())
+            .unwrap_or_default()
+    }
+
+    /// User frames, leaf first.
+    fn user_frames(&mut self, tgid: u32, id: i32) -> Rc<[Frame]> {
+        if let Some(f) = self.user.get(&(tgid, id)) {
+            return f.clone();
+        }
+        let ips = self.ips(id);
+        let frames: Rc<[Frame]> = self.sym.user(tgid, &ips).into();
+        self.user.insert((tgid, id), frames.clone());
+        frames
+    }
+
+    /// Kernel frames, leaf first, without the tracer's own frames (a stack
+    /// taken in `sched_switch` starts inside the BPF program that took it).
+    fn kernel_frames(&mut self, id: i32) -> Rc<[Frame]> {
+        if let Some(f) = self.kernel.get(&id) {
+            return f.clone();
+        }
+        let ips = self.ips(id);
+        let named = self.sym.kernel(&ips);
+        let own = named.iter().take_while(|f| is_tracing_frame(f)).count();
+        let frames: Rc<[Frame]> = named[own..].into();
+        self.kernel.insert(id, frames.clone());
+        frames
+    }
+}
+
+impl StackNames for Stacks {
+    /// The whole stack, root first: user frames, then the kernel's. Runs of
+    /// unnamed frames (code without frame pointers unwinds into garbage) are
+    /// shown once.
+    fn frames(&mut self, key: StackKey) -> Vec<Frame> {
+        let user = self.user_frames(key.tgid, key.user_stack);
+        let kernel = self.kernel_frames(key.kernel_stack);
+        let mut out: Vec<Frame> = Vec::with_capacity(user.len() + kernel.len());
+        for f in user.iter().rev().chain(kernel.iter().rev()) {
+            if !(is_unknown(f) && out.last().is_some_and(|l| is_unknown(l))) {
+                out.push(f.clone());
+            }
+        }
+        out
+    }
+
+    /// The innermost user frame: the function that made the blocking call.
+    fn user_leaf(&mut self, tgid: u32, id: i32) -> Option<Frame> {
+        self.user_frames(tgid, id).first().cloned()
+    }
+}
+
+fn is_unknown(frame: &str) -> bool {
+    frame == "[unknown]"
+}
+
+/// Frames of the tracing machinery itself: BPF programs and their trampolines.
+fn is_tracing_frame(frame: &str) -> bool {
+    [
+        "bpf_prog_",
+        "bpf_trace_run",
+        "__bpf_trace_",
+        "__traceiter_",
+        "bpf_get_stack",
+    ]
+    .iter()
+    .any(|p| frame.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracing_frames_are_recognised() {
+        assert!(is_tracing_frame(
+            "bpf_prog_f4cf79ca015d37c0_sched_switch_[k]"
+        ));
+        assert!(is_tracing_frame("bpf_trace_run4_[k]"));
+        assert!(!is_tracing_frame("__schedule_[k]"));
+        assert!(!is_tracing_frame("schedule_[k]"));
+    }
+}

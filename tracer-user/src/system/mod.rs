@@ -1,0 +1,7 @@
+//! What the host tells about the traced processes, outside the kernel
+//! programs: `/proc` ([`procfs`]), the checks made before tracing
+//! ([`preflight`]), and the runtime an executable was built with ([`runtime`]).
+
+pub mod preflight;
+pub mod procfs;
+pub mod runtime;
