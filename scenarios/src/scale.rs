@@ -1,6 +1,7 @@
 //! Scale: many connections held open, many more opened and closed, while
-//! traced. The tracer's state must stay bounded (its RSS at the end close to
-//! its RSS after warm-up) and every connection and request be counted.
+//! traced, in two identical rounds. The tracer's state must stay bounded
+//! (its RSS after the second round close to its RSS after the first) and
+//! every connection and request be counted.
 
 use std::{path::Path, process::Command, time::Instant};
 
@@ -12,15 +13,21 @@ use crate::{Server, TracerRun, drivers, free_port, go_binary};
 pub struct ScaleResult {
     pub held: u64,
     pub churned: u64,
-    /// Requests sent: one per held connection, the churn's, and the warm-up's.
+    /// Requests sent over both rounds: one per held connection, and the churn's.
     pub requests_sent: u64,
     pub requests_counted: u64,
     pub connections_counted: u64,
     pub connections_open_peak: u64,
     pub dropped_events: u64,
-    /// The tracer's resident memory after the warm-up and at the end, in KiB.
+    /// The tracer's resident memory after the first round and after the
+    /// second, in KiB.
     pub rss_warm_kb: u64,
     pub rss_end_kb: u64,
+    /// Of those, anonymous memory (heap, stacks: the tracer's own state);
+    /// the rest is mapped (the binary, and the kernel's ring buffer, whose
+    /// pages count once the ring's position has passed them).
+    pub anon_warm_kb: u64,
+    pub anon_end_kb: u64,
     pub seconds: f64,
 }
 
@@ -34,12 +41,13 @@ impl ScaleResult {
     }
 }
 
-fn rss_kb(pid: u32) -> u64 {
+/// A `/proc/PID/status` figure in KiB (`VmRSS`, `RssAnon`), 0 if unreadable.
+fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
@@ -71,9 +79,11 @@ fn churn(url: &str, n: u64, concurrency: u64) -> Result<u64> {
 }
 
 /// Holds `held` keep-alive connections open, then opens and closes `churned`
-/// more, all traced; a tenth of the held ones and `warmup` churned first,
-/// before the RSS baseline.
-pub fn run(held: u64, churned: u64, warmup: u64, out: &Path) -> Result<ScaleResult> {
+/// more, all traced, twice: the first round brings the tracer's tables,
+/// caches and allocator to their working size (a smaller warm-up does not,
+/// and made the growth figure depend on it); the second shows whether
+/// memory keeps growing with time.
+pub fn run(held: u64, churned: u64, out: &Path) -> Result<ScaleResult> {
     let bin = go_binary("basic")?;
     let port = free_port()?;
     let mut cmd = Command::new(bin);
@@ -85,20 +95,22 @@ pub fn run(held: u64, churned: u64, warmup: u64, out: &Path) -> Result<ScaleResu
     let tracer = TracerRun::record(&[server.pid()], out, &[])?;
     let tracer_pid = tracer.pid();
 
-    // The warm-up walks the same paths as the run, a tenth of its size:
-    // what the tracer learns once (symbols, tables at their working size)
-    // is in the baseline; only growth with time is not.
-    let warm_held = drivers::hold_connections(port, "/fast", (held / 10) as usize)?;
-    let warm = churn(&url, warmup, 50)? + held / 10;
-    drop(warm_held);
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let rss_warm_kb = rss_kb(tracer_pid);
-    let held_conns = drivers::hold_connections(port, "/fast", held as usize)?;
-    let churned_ok = churn(&url, churned, 50)?;
-    drop(held_conns);
-    // Let the closes reach the tracer, and its periodic check run.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let rss_end_kb = rss_kb(tracer_pid);
+    let mut sent = 0;
+    let mut churned_ok = 0;
+    let mut rss = [(0, 0); 2];
+    for round in &mut rss {
+        let held_conns = drivers::hold_connections(port, "/fast", held as usize)?;
+        churned_ok = churn(&url, churned, 50)?;
+        drop(held_conns);
+        sent += held + churned_ok;
+        // Let the closes reach the tracer, and its periodic check run.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        *round = (
+            status_kb(tracer_pid, "VmRSS"),
+            status_kb(tracer_pid, "RssAnon"),
+        );
+    }
+    let [(rss_warm_kb, anon_warm_kb), (rss_end_kb, anon_end_kb)] = rss;
     let output = tracer.stop()?;
     if !output.status.success() {
         bail!("tracer failed: {}", output.stderr);
@@ -107,13 +119,15 @@ pub fn run(held: u64, churned: u64, warmup: u64, out: &Path) -> Result<ScaleResu
     Ok(ScaleResult {
         held,
         churned: churned_ok,
-        requests_sent: held + churned_ok + warm,
+        requests_sent: sent,
         requests_counted: r["requests"].as_u64().unwrap_or(0),
         connections_counted: r["connections"].as_u64().unwrap_or(0),
         connections_open_peak: r["connections_open_peak"].as_u64().unwrap_or(0),
         dropped_events: r["dropped_events"].as_u64().unwrap_or(0),
         rss_warm_kb,
         rss_end_kb,
+        anon_warm_kb,
+        anon_end_kb,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

@@ -147,11 +147,11 @@ pub fn run(plan: Plan) -> Result<()> {
         json["per_event_cost"] = costs_json;
     }
     eprintln!("bench: scale run, {held} connections held open, {churn} opened and closed");
-    let scale = scenarios::scale::run(held, churn, churn / 10, &out_dir.join("scale"))?;
+    let scale = scenarios::scale::run(held, churn, &out_dir.join("scale"))?;
     let _ = writeln!(md, "\n### Scale\n");
     let _ = writeln!(
         md,
-        "| held open | opened and closed | requests sent | counted | connections counted | open at once | drops | tracer RSS after warm-up | at the end | growth |"
+        "| held open | opened and closed | requests sent | counted | connections counted | open at once | drops | tracer RSS after round 1 | after round 2 | growth |"
     );
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(

@@ -1,4 +1,4 @@
-//! Gathers what the diagnosis needs from a finished session: routes with
+//! Gathers what the diagnosis needs from a window's aggregates: routes with
 //! their stage totals, named causes and on-CPU hot spots, and listeners.
 
 use std::collections::BTreeMap;

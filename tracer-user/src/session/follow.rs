@@ -93,9 +93,11 @@ fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker, windows: &mut [Open
     while let Some(item) = ring.next() {
         if let Some(event) = decode::decode(&item) {
             tracker.handle(event);
+            // At once, so the tracker never holds more than an event's worth
+            // (thousands of connections closing together finish thousands).
+            fan_out(tracker, windows);
         }
     }
-    fan_out(tracker, windows);
 }
 
 /// Hands the requests the tracker finished to every open window.
