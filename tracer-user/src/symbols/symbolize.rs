@@ -1,6 +1,7 @@
 //! Addresses to frame names, with blazesym: ELF symbols and DWARF of
-//! executables and shared libraries (PIE or not, Go included), and kernel
-//! symbols from kallsyms.
+//! executables and shared libraries (PIE or not), and kernel symbols from
+//! kallsyms. Go executables are named from their `.gopclntab` first, which
+//! stripping leaves in place.
 //!
 //! User addresses are turned into (file, file offset) with a snapshot of the
 //! process's mappings taken while it lives, so stacks seen just before a
@@ -22,6 +23,8 @@ use blazesym::{
     },
 };
 use rustc_hash::FxHashMap;
+
+use super::gopclntab::GoTable;
 
 /// A frame name, shared between the stacks that contain it.
 pub use tracer_core::stack::Frame;
@@ -67,6 +70,8 @@ struct Process {
 pub struct Symbolizer {
     blaze: Blaze,
     procs: FxHashMap<u32, Process>,
+    /// Go function tables by executable, `None` for files without one.
+    go: FxHashMap<PathBuf, Option<GoTable>>,
     kernel: FxHashMap<u64, Frame>,
     unknown: Frame,
 }
@@ -85,6 +90,7 @@ impl Symbolizer {
                 .enable_inlined_fns(false)
                 .build(),
             procs: FxHashMap::default(),
+            go: FxHashMap::default(),
             kernel: FxHashMap::default(),
             unknown: Rc::from("[unknown]"),
         }
@@ -165,6 +171,19 @@ impl Symbolizer {
                 continue;
             }
             let module = module_name(&path);
+            let go = self
+                .go
+                .entry(path.clone())
+                .or_insert_with(|| GoTable::open(&path));
+            if let Some(table) = go {
+                for (addr, off) in pairs {
+                    let name = table
+                        .name_at_file_offset(off)
+                        .unwrap_or_else(|| format!("{module}+{off:#x}"));
+                    p.frames.insert(addr, Rc::from(name));
+                }
+                continue;
+            }
             let offsets: Vec<u64> = pairs.iter().map(|&(_, off)| off).collect();
             let mut elf = Elf::new(&path);
             elf.debug_syms = true;
