@@ -182,3 +182,60 @@ fn burning_cpu_shows(bin: &std::path::Path, comm: &str) {
         "SVG title names process and kind"
     );
 }
+
+/// Go runs many goroutines on few threads: a request's on-CPU samples are
+/// its goroutine's (read by the kernel from the thread's TLS), not those of
+/// whatever its thread ran meanwhile. With CPU burners and sleepers served
+/// side by side, the sleepers get none of the burners' samples. Go 1.19 and
+/// the newest Go, stripped.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn go_samples_belong_to_the_goroutine_not_the_thread() {
+    let builds = [
+        (go_binary("basic").expect("build"), "basic".to_string()),
+        (
+            go_binary_newest("basic", true).expect("build with Go 1.27"),
+            "basic-go1.27-st".to_string(),
+        ),
+    ];
+    for (bin, comm) in builds {
+        let port = free_port().expect("port");
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
+        let server = Server::start(cmd, port).expect("basic server");
+        let tracer = TracerRun::record(&[server.pid()], &scratch_dir("go-goroutines"), &[])
+            .expect("tracer attaches");
+        let cpu_url = server.url("/cpu/20");
+        let burners = std::thread::spawn(move || hey(&cpu_url, 80, 4).expect("hey /cpu/20"));
+        hey(&server.url("/sleep/30"), 200, 8).expect("hey /sleep/30");
+        burners.join().expect("burners");
+        let out = tracer.stop().expect("tracer stops");
+        assert!(out.status.success(), "{}", out.stderr);
+
+        let chains = std::fs::read_to_string(out.out.join("chains.folded")).expect("chains");
+        let on_cpu = |route: &str| {
+            let prefix = format!("{comm};GET {route};handler;on-cpu;");
+            let (mut all, mut burn) = (0u64, 0u64);
+            for line in chains.lines().filter(|l| l.starts_with(&prefix)) {
+                let (stack, n) = line.rsplit_once(' ').expect("count");
+                let n: u64 = n.parse().expect("number");
+                all += n;
+                if stack.contains("main.burnCPU") {
+                    burn += n;
+                }
+            }
+            (all, burn)
+        };
+        let (cpu_all, cpu_burn) = on_cpu("/cpu/20");
+        let (_, sleep_burn) = on_cpu("/sleep/30");
+        assert!(cpu_all > 0, "{comm}: no samples under /cpu/20:\n{chains}");
+        assert!(
+            cpu_burn * 10 >= cpu_all * 9,
+            "{comm}: burnCPU is {cpu_burn} of {cpu_all} µs of /cpu/20's samples"
+        );
+        assert!(
+            sleep_burn * 100 <= cpu_burn,
+            "{comm}: /sleep/30 took {sleep_burn} µs of burnCPU samples (/cpu/20 has {cpu_burn})"
+        );
+    }
+}

@@ -146,6 +146,8 @@ pub struct IoEvent {
     /// Valid bytes in the payload of an [`IoPayloadEvent`], else 0.
     pub payload_len: u16,
     pub _pad: u32,
+    /// In a Go program, the goroutine (`g` address) that made the call; else 0.
+    pub g: u64,
 }
 
 #[repr(C)]
@@ -233,6 +235,8 @@ pub struct SampleEvent {
     /// Stack ids in the `STACKS` map, negative when not recorded.
     pub user_stack: i32,
     pub kernel_stack: i32,
+    /// In a Go program, the goroutine that was running; else 0.
+    pub g: u64,
 }
 
 #[repr(C)]
@@ -253,6 +257,8 @@ pub struct OffCpuEvent {
     pub waker_tid: u32,
     pub waker_tgid: u32,
     pub waker_comm: [u8; 16],
+    /// In a Go program, the goroutine running when the thread blocked; else 0.
+    pub g: u64,
 }
 
 /// Key of the in-kernel stack aggregations (on-CPU samples, off-CPU time).
@@ -279,6 +285,7 @@ pub struct OffCpuStart {
     pub waker_tgid: u32,
     pub _pad: u32,
     pub waker_comm: [u8; 16],
+    pub g: u64,
 }
 
 /// Where the fields read from trace-event records sit on this kernel, from
@@ -330,7 +337,8 @@ pub struct KernelOffsets {
     pub fdtable_max_fds: u32,
     pub file_private_data: u32,
     pub socket_sk: u32,
-    pub _pad: u32,
+    /// `task_struct.thread.fsbase`: a thread's TLS base, where Go keeps `g`.
+    pub task_fsbase: u32,
 }
 
 impl KernelOffsets {
@@ -359,7 +367,7 @@ impl KernelOffsets {
         fdtable_max_fds: Self::UNKNOWN,
         file_private_data: Self::UNKNOWN,
         socket_sk: Self::UNKNOWN,
-        _pad: 0,
+        task_fsbase: Self::UNKNOWN,
     };
 }
 
@@ -443,17 +451,17 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<EventHeader>() == 24);
     assert!(size_of::<AcceptEvent>() == 48);
-    assert!(size_of::<IoEvent>() == 72);
-    assert!(size_of::<IoPayloadEvent>() == 72 + PAYLOAD_MAX);
+    assert!(size_of::<IoEvent>() == 80);
+    assert!(size_of::<IoPayloadEvent>() == 80 + PAYLOAD_MAX);
     assert!(size_of::<SocketEvent>() == 80);
     assert!(size_of::<CloseEvent>() == 32);
     assert!(size_of::<SockEvent>() == 88);
     assert!(size_of::<ListenCounters>() == 16);
     assert!(size_of::<ForkEvent>() == 32);
-    assert!(size_of::<SampleEvent>() == 32);
-    assert!(size_of::<OffCpuEvent>() == 80);
+    assert!(size_of::<SampleEvent>() == 40);
+    assert!(size_of::<OffCpuEvent>() == 88);
     assert!(size_of::<StackKey>() == 16);
-    assert!(size_of::<OffCpuStart>() == 64);
+    assert!(size_of::<OffCpuStart>() == 72);
     assert!(size_of::<TraceLayout>() == 16);
     assert!(size_of::<KernelOffsets>() == 23 * 4);
     assert!(size_of::<BlockedWrite>() == 16);

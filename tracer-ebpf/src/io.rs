@@ -23,7 +23,9 @@ use crate::{
     listen,
     maps::{BLOCKED_WRITE, EVENTS, SOCKS},
     sock,
-    util::{arg_u64, count, current_syscall, emit, header, now, submit_flags, traced_current},
+    util::{
+        arg_u64, count, current_g, current_syscall, emit, header, now, submit_flags, traced_current,
+    },
 };
 
 #[btf_tracepoint(function = "sock_recv_length")]
@@ -74,6 +76,7 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
         protocol: 0,
         payload_len: 0,
         _pad: 0,
+        g: current_g(tgid),
     };
     if capture > 0 {
         if let Some(src) = payload_source(nr, arg1) {

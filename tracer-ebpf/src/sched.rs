@@ -21,8 +21,8 @@ use crate::{
         ONCPU_COUNTS, STACKS, setting,
     },
     util::{
-        add, count, current_syscall, emit, header, is_traced, load_field, now, traced_current,
-        traced_kind,
+        add, count, current_g, current_syscall, emit, header, is_traced, load_field, now,
+        traced_current, traced_kind,
     },
 };
 
@@ -86,6 +86,7 @@ pub fn on_cpu(ctx: PerfEventContext) -> u32 {
         hdr: header(kind::SAMPLE, tgid, tid, now()),
         user_stack: user,
         kernel_stack: kernel,
+        g: current_g(tgid),
     });
     0
 }
@@ -139,6 +140,7 @@ fn block(ctx: &BtfTracePointContext, tgid: u32, tid: u32, ts: u64) {
         waker_tgid: 0,
         _pad: 0,
         waker_comm: [0; 16],
+        g: current_g(tgid),
     };
     let _ = OFFCPU_START.insert(&tid, &start, 0);
 }
@@ -232,6 +234,7 @@ fn resume(tid: u32, ts: u64) {
         waker_tid: start.waker_tid,
         waker_tgid: start.waker_tgid,
         waker_comm: start.waker_comm,
+        g: start.g,
     });
 }
 

@@ -5,7 +5,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, generated,
+        bpf_probe_read_kernel, bpf_probe_read_user, generated,
     },
     maps::PerCpuHashMap,
 };
@@ -125,6 +125,27 @@ pub fn current_syscall() -> (i64, u64, u64) {
             load_field::<u64>(regs, o.pt_regs_di),
             load_field::<u64>(regs, o.pt_regs_si),
         )
+    }
+}
+
+/// The goroutine the current thread runs, if `tgid` is a Go program: Go
+/// keeps `g` in the thread's TLS, the word below the TLS base (`fsbase - 8`
+/// on linux/amd64, cgo or not, Go 1.19 to 1.27). 0 otherwise or when
+/// unreadable.
+#[inline(always)]
+pub fn current_g(tgid: u32) -> u64 {
+    if traced_kind(tgid) != traced::GO {
+        return 0;
+    }
+    // SAFETY: the current task is a valid BTF pointer and the offset a u64
+    // field of it (from BTF); the user read is a checked helper.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let fsbase: u64 = load_field(task, setting(&OFFSETS).task_fsbase);
+        if fsbase < 8 {
+            return 0;
+        }
+        bpf_probe_read_user((fsbase - 8) as *const u64).unwrap_or(0)
     }
 }
 

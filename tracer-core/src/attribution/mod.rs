@@ -8,6 +8,33 @@ pub mod timeline;
 
 use std::net::SocketAddr;
 
+/// Who does a request's work: a thread, or in Go a goroutine, which moves
+/// between threads (the kernel reads it at each socket call, sample and
+/// block of a Go program).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Worker {
+    Thread(u32),
+    /// The goroutine's `g` address.
+    Goroutine(u64),
+}
+
+impl Worker {
+    /// The goroutine `g` if the kernel read one (Go programs), else the thread.
+    pub fn of(tid: u32, g: u64) -> Worker {
+        if g == 0 {
+            Worker::Thread(tid)
+        } else {
+            Worker::Goroutine(g)
+        }
+    }
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker::Thread(0)
+    }
+}
+
 /// What a blocked thread was waiting on, as far as the kernel showed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {

@@ -1,11 +1,12 @@
-//! What each traced thread did over time, off and on the CPU, kept just long
-//! enough to attribute it to the request the thread was serving.
+//! What each traced thread (or, in Go, goroutine) did over time, off and on
+//! the CPU, kept just long enough to attribute it to the request it was
+//! serving.
 
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
-use super::{Attribution, OffCpu, Sample};
+use super::{Attribution, OffCpu, Sample, Worker};
 
 /// Entries kept per thread, bounded so that a thread outliving every
 /// request cannot grow: at 99 Hz, ten seconds of samples of a thread that
@@ -23,7 +24,7 @@ struct ThreadLog {
 
 #[derive(Default)]
 pub struct Timeline {
-    threads: FxHashMap<u32, ThreadLog>,
+    threads: FxHashMap<Worker, ThreadLog>,
 }
 
 fn trim<T>(q: &mut VecDeque<T>, newest: u64, ts: impl Fn(&T) -> u64) {
@@ -36,14 +37,14 @@ fn trim<T>(q: &mut VecDeque<T>, newest: u64, ts: impl Fn(&T) -> u64) {
 }
 
 impl Timeline {
-    pub fn push_off_cpu(&mut self, tid: u32, off: OffCpu) {
-        let log = self.threads.entry(tid).or_default();
+    pub fn push_off_cpu(&mut self, worker: Worker, off: OffCpu) {
+        let log = self.threads.entry(worker).or_default();
         log.off.push_back(off);
         trim(&mut log.off, off.end, |o| o.end);
     }
 
-    pub fn push_sample(&mut self, tid: u32, s: Sample) {
-        let log = self.threads.entry(tid).or_default();
+    pub fn push_sample(&mut self, worker: Worker, s: Sample) {
+        let log = self.threads.entry(worker).or_default();
         log.samples.push_back(s);
         trim(&mut log.samples, s.ts, |s| s.ts);
     }
@@ -66,17 +67,17 @@ impl Timeline {
         }
     }
 
-    /// What `tids` did between `from` and `to`.
-    pub fn within(&self, tids: &[u32], from: u64, to: u64) -> Attribution {
+    /// What `workers` did between `from` and `to`.
+    pub fn within(&self, workers: &[Worker], from: u64, to: u64) -> Attribution {
         let mut out = Attribution::default();
         if to <= from {
             return out;
         }
-        for (i, tid) in tids.iter().enumerate() {
-            if tids[..i].contains(tid) {
+        for (i, worker) in workers.iter().enumerate() {
+            if workers[..i].contains(worker) {
                 continue;
             }
-            let Some(log) = self.threads.get(tid) else {
+            let Some(log) = self.threads.get(worker) else {
                 continue;
             };
             // Entries are in time order: skip from the back, newest first.
@@ -101,7 +102,7 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::Target;
+    use crate::attribution::{Target, Worker};
 
     fn off(start: u64, end: u64) -> OffCpu {
         OffCpu {
@@ -128,11 +129,11 @@ mod tests {
     #[test]
     fn clips_blocks_to_the_window() {
         let mut t = Timeline::default();
-        t.push_off_cpu(7, off(0, 100));
-        t.push_off_cpu(7, off(150, 250));
-        t.push_off_cpu(7, off(300, 400));
-        t.push_off_cpu(8, off(160, 240));
-        let a = t.within(&[7], 50, 310);
+        t.push_off_cpu(Worker::Thread(7), off(0, 100));
+        t.push_off_cpu(Worker::Thread(7), off(150, 250));
+        t.push_off_cpu(Worker::Thread(7), off(300, 400));
+        t.push_off_cpu(Worker::Thread(8), off(160, 240));
+        let a = t.within(&[Worker::Thread(7)], 50, 310);
         let mut got: Vec<u64> = a.off.iter().map(|(_, ns)| *ns).collect();
         got.sort_unstable();
         assert_eq!(got, vec![10, 50, 100]);
@@ -142,34 +143,46 @@ mod tests {
     fn samples_inside_only_and_threads_once() {
         let mut t = Timeline::default();
         for ts in [5, 10, 20, 30, 40] {
-            t.push_sample(7, sample(ts));
+            t.push_sample(Worker::Thread(7), sample(ts));
         }
-        assert_eq!(t.within(&[7, 7], 10, 30).samples.len(), 3);
-        assert!(t.within(&[9], 0, 100).samples.is_empty());
-        assert!(t.within(&[7], 30, 30).samples.is_empty());
+        assert_eq!(
+            t.within(&[Worker::Thread(7), Worker::Thread(7)], 10, 30)
+                .samples
+                .len(),
+            3
+        );
+        assert!(t.within(&[Worker::Thread(9)], 0, 100).samples.is_empty());
+        assert!(t.within(&[Worker::Thread(7)], 30, 30).samples.is_empty());
     }
 
     #[test]
     fn idle_threads_are_forgotten() {
         let mut t = Timeline::default();
-        t.push_sample(1, sample(10));
-        t.push_sample(2, sample(HORIZON_NS + 100));
+        t.push_sample(Worker::Thread(1), sample(10));
+        t.push_sample(Worker::Thread(2), sample(HORIZON_NS + 100));
         t.sweep(HORIZON_NS + 200);
-        assert!(t.within(&[1], 0, u64::MAX).samples.is_empty());
-        assert_eq!(t.within(&[2], 0, u64::MAX).samples.len(), 1);
+        assert!(
+            t.within(&[Worker::Thread(1)], 0, u64::MAX)
+                .samples
+                .is_empty()
+        );
+        assert_eq!(t.within(&[Worker::Thread(2)], 0, u64::MAX).samples.len(), 1);
     }
 
     #[test]
     fn memory_per_thread_is_bounded() {
         let mut t = Timeline::default();
         for i in 0..(KEEP_PER_THREAD as u64 + 100) {
-            t.push_sample(1, sample(i));
+            t.push_sample(Worker::Thread(1), sample(i));
         }
-        assert_eq!(t.within(&[1], 0, u64::MAX).samples.len(), KEEP_PER_THREAD);
-        t.push_off_cpu(2, off(0, 1));
-        t.push_off_cpu(2, off(HORIZON_NS + 10, HORIZON_NS + 20));
         assert_eq!(
-            t.within(&[2], 0, u64::MAX).off.len(),
+            t.within(&[Worker::Thread(1)], 0, u64::MAX).samples.len(),
+            KEEP_PER_THREAD
+        );
+        t.push_off_cpu(Worker::Thread(2), off(0, 1));
+        t.push_off_cpu(Worker::Thread(2), off(HORIZON_NS + 10, HORIZON_NS + 20));
+        assert_eq!(
+            t.within(&[Worker::Thread(2)], 0, u64::MAX).off.len(),
             1,
             "older than the horizon is gone"
         );

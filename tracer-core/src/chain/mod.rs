@@ -11,6 +11,8 @@ pub mod http;
 use serde::Serialize;
 use tracer_common::errno::{EAGAIN, EINTR};
 
+use crate::attribution::Worker;
+
 /// The links of the chain, in the order a request walks them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,8 +114,9 @@ pub struct Request {
     /// The `handler` window and the threads that read the request and wrote
     /// the response: off-CPU and on-CPU time inside it belongs to this request.
     pub handler_ns: (u64, u64),
-    pub read_tid: u32,
-    pub write_tid: u32,
+    /// Who read the request and who wrote the response.
+    pub read_by: Worker,
+    pub write_by: Worker,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// 0 for the first request of the connection.
@@ -137,8 +140,8 @@ impl Request {
             end_ns: 0,
             outcome: Outcome::Complete,
             handler_ns: (0, 0),
-            read_tid: 1,
-            write_tid: 1,
+            read_by: Worker::Thread(1),
+            write_by: Worker::Thread(1),
             bytes_in: 0,
             bytes_out: 0,
             seq: 0,
@@ -159,7 +162,7 @@ impl Request {
 /// A completed read or write syscall on the connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Io<'a> {
-    pub tid: u32,
+    pub by: Worker,
     pub enter_ns: u64,
     pub exit_ns: u64,
     /// Bytes moved, 0 for EOF, -errno on error.
@@ -235,8 +238,8 @@ struct Pending {
     last_read_exit: u64,
     first_write_enter: u64,
     last_write_exit: u64,
-    read_tid: u32,
-    write_tid: u32,
+    read_by: Worker,
+    write_by: Worker,
     route: Option<Box<str>>,
     status: Option<u16>,
     bytes_in: u64,
@@ -313,7 +316,7 @@ impl Connection {
             pending.parse_request(&head);
         }
         pending.last_read_exit = io.exit_ns;
-        pending.read_tid = io.tid;
+        pending.read_by = io.by;
         pending.bytes_in += io.ret as u64;
         self.phase = Phase::Reading;
         done
@@ -345,7 +348,7 @@ impl Connection {
         }
         if self.phase == Phase::Reading {
             pending.first_write_enter = io.enter_ns;
-            pending.write_tid = io.tid;
+            pending.write_by = io.by;
             self.phase = Phase::Writing;
         }
         pending.last_write_exit = io.exit_ns;
@@ -440,8 +443,8 @@ impl Connection {
             end_ns: end,
             outcome,
             handler_ns: (p.last_read_exit, handler_end),
-            read_tid: p.read_tid,
-            write_tid: p.write_tid,
+            read_by: p.read_by,
+            write_by: p.write_by,
             bytes_in: p.bytes_in,
             bytes_out: p.bytes_out,
             seq,
@@ -457,7 +460,7 @@ mod tests {
 
     fn read(at_ms: u64, ret: i64, ready_ms: u64, payload: &'static [u8]) -> Io<'static> {
         Io {
-            tid: 7,
+            by: Worker::Thread(7),
             enter_ns: at_ms * MS - 10,
             exit_ns: at_ms * MS,
             ret,
@@ -468,7 +471,7 @@ mod tests {
 
     fn write(enter_ms: u64, exit_ms: u64, ret: i64, payload: &'static [u8]) -> Io<'static> {
         Io {
-            tid: 8,
+            by: Worker::Thread(8),
             enter_ns: enter_ms * MS,
             exit_ns: exit_ms * MS,
             ret,

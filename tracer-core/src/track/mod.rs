@@ -12,7 +12,9 @@ use tracer_common::{IoEvent, OffCpuEvent, SockEvent, SocketEvent, StackKey, dir,
 
 pub use self::listener::{Listener, QueueDepth};
 use crate::{
-    attribution::{Attribution, OffCpu, Sample, Target, exchanges::Exchanges, timeline::Timeline},
+    attribution::{
+        Attribution, OffCpu, Sample, Target, Worker, exchanges::Exchanges, timeline::Timeline,
+    },
     chain::{Connection, Io, Request},
     event::{Event, handshake_peer, has_addresses, socket_peer},
 };
@@ -196,7 +198,8 @@ impl Tracker {
                     kernel_stack: s.kernel_stack,
                 };
                 self.note_stack(s.hdr.tgid, s.user_stack, s.kernel_stack);
-                self.timeline.push_sample(s.hdr.tid, sample);
+                self.timeline
+                    .push_sample(Worker::of(s.hdr.tid, s.g), sample);
             }
             Event::OffCpu(o) => self.on_off_cpu(&o),
         }
@@ -289,7 +292,7 @@ impl Tracker {
             return;
         };
         let io = Io {
-            tid: ev.hdr.tid,
+            by: Worker::of(ev.hdr.tid, ev.g),
             enter_ns: ev.enter_ts,
             exit_ns: ev.hdr.ts,
             ret: ev.ret,
@@ -332,7 +335,7 @@ impl Tracker {
         };
         self.note_stack(tgid, o.user_stack, o.kernel_stack);
         self.timeline.push_off_cpu(
-            o.hdr.tid,
+            Worker::of(o.hdr.tid, o.g),
             OffCpu {
                 start: o.start_ts,
                 end: o.hdr.ts,
@@ -376,9 +379,7 @@ impl Tracker {
             .cloned()
             .unwrap_or_else(|| Rc::from(pid.to_string()));
         let (from, to) = req.handler_ns;
-        let mut attribution = self
-            .timeline
-            .within(&[req.read_tid, req.write_tid], from, to);
+        let mut attribution = self.timeline.within(&[req.read_by, req.write_by], from, to);
         attribution.waits = self.exchanges.claim(pid, from, to);
         self.finished.push(Finished {
             request: req,
@@ -440,7 +441,7 @@ fn target_of(peer: SocketAddr) -> Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{AcceptEvent, CloseEvent, EventHeader, kind};
+    use tracer_common::{AcceptEvent, CloseEvent, EventHeader, SampleEvent, kind};
 
     const MS: u64 = 1_000_000;
 
@@ -694,7 +695,7 @@ mod tests {
             };
             c.handle(Event::OffCpu(o));
         }
-        let a = c.timeline.within(&[11], 0, 100 * MS);
+        let a = c.timeline.within(&[Worker::Thread(11)], 0, 100 * MS);
         let mut targets: Vec<Target> = a.off.iter().map(|(o, _)| o.target).collect();
         targets.sort();
         assert_eq!(
@@ -705,5 +706,52 @@ mod tests {
                 Target::Dns("127.0.0.53:53".parse().expect("addr"))
             ]
         );
+    }
+
+    /// In Go, a request's samples are its goroutine's, on whatever thread
+    /// it ran; what its reading thread ran for other goroutines is not its.
+    #[test]
+    fn go_requests_take_their_goroutines_samples() {
+        let mut c = Tracker::new();
+        c.add_process(10, "api", true);
+        c.add_listener(10, 80);
+        let (mine, other) = (0xc000_0010_u64, 0xc000_0020_u64);
+        let on = |tid: u32, g: u64, ts_ms: u64, user_stack: i32| {
+            Event::Sample(SampleEvent {
+                hdr: EventHeader {
+                    kind: kind::SAMPLE,
+                    tgid: 10,
+                    tid,
+                    ts: ts_ms * MS,
+                    ..Default::default()
+                },
+                user_stack,
+                kernel_stack: -1,
+                g,
+            })
+        };
+        c.handle(accept(7, 1));
+        c.handle(socket(0xa, 7, 80, 4000, 1));
+        let mut read = io(0xa, 7, dir::READ, 2, 40);
+        read.g = mine;
+        c.handle(Event::Io(read, b"GET /x HTTP/1.1\r\n"));
+        c.handle(on(11, other, 5, 1)); // the reading thread, another goroutine
+        c.handle(on(12, mine, 6, 2)); // another thread, this request's goroutine
+        c.handle(on(13, mine, 7, 3));
+        let mut write = io(0xa, 7, dir::WRITE, 20, 40);
+        write.hdr.tid = 13;
+        write.g = mine;
+        c.handle(Event::Io(write, b"HTTP/1.1 200 OK\r\n"));
+        c.handle(Event::Close(CloseEvent {
+            hdr: hdr(kind::CLOSE, 30),
+            sk: 0xa,
+        }));
+        let done: Vec<Finished> = c.take_finished().collect();
+        assert_eq!(done.len(), 1);
+        let r = &done[0];
+        assert_eq!(r.request.read_by, Worker::Goroutine(mine));
+        let mut stacks: Vec<i32> = r.attribution.samples.iter().map(|s| s.user_stack).collect();
+        stacks.sort_unstable();
+        assert_eq!(stacks, vec![2, 3]);
     }
 }

@@ -91,11 +91,12 @@ macro_rules! each_offset {
             $f!($o, fdtable_max_fds),
             $f!($o, file_private_data),
             $f!($o, socket_sk),
+            $f!($o, task_fsbase),
         ]
     };
 }
 
-fn fields(o: &KernelOffsets) -> [(&'static str, u32); 22] {
+fn fields(o: &KernelOffsets) -> [(&'static str, u32); 23] {
     macro_rules! read {
         ($o:expr, $n:ident) => {
             (stringify!($n), $o.$n)
@@ -104,7 +105,7 @@ fn fields(o: &KernelOffsets) -> [(&'static str, u32); 22] {
     each_offset!(o, read)
 }
 
-fn fields_mut(o: &mut KernelOffsets) -> [(&'static str, &mut u32); 22] {
+fn fields_mut(o: &mut KernelOffsets) -> [(&'static str, &mut u32); 23] {
     macro_rules! slot {
         ($o:expr, $n:ident) => {
             (stringify!($n), &mut $o.$n)
@@ -183,7 +184,7 @@ pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
         fdtable_max_fds: optional("fdtable", "max_fds"),
         file_private_data: optional("file", "private_data"),
         socket_sk: optional("socket", "sk"),
-        _pad: 0,
+        task_fsbase: required("task_struct", "thread")? + required("thread_struct", "fsbase")?,
     })
 }
 
