@@ -1,6 +1,7 @@
 //! `tracer`: where did each request's time go? An eBPF latency tracer for
 //! live HTTP servers, without changing or restarting them.
 
+mod golang;
 mod kernel;
 mod output;
 mod session;
@@ -38,6 +39,9 @@ enum Cmd {
     /// Resolve kernel struct offsets from BTF (run by the tracer itself in a child process).
     #[command(name = "__kernel-offsets", hide = true)]
     KernelOffsets,
+    /// Print a Go binary's runtime layout from its DWARF (for `cargo xtask go-layouts`).
+    #[command(name = "__go-layout", hide = true)]
+    GoLayout { binary: PathBuf },
     /// Start a command and trace it (and the processes it forks).
     Exec {
         #[command(flatten)]
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
             .and_then(|()| common.settings(!no_children))
             .and_then(|s| session::run(session::Target::Pids(pids), s)),
         Cmd::KernelOffsets => kernel::btf::print_offsets(),
+        Cmd::GoLayout { binary } => golang::print_layout(&binary),
         Cmd::Exec { common, command } => common
             .settings(true)
             .and_then(|s| session::run(session::Target::Command(command), s)),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod go_layouts;
 mod layout;
 mod setup;
 mod sh;
@@ -32,6 +33,8 @@ enum Task {
     /// Run one scenario (or list them): servers, load, trace, diagnosis,
     /// and whether the diagnosis matches the expected one.
     Scenario { name: Option<String> },
+    /// Regenerate the table of Go runtime layouts from each Go toolchain's DWARF.
+    GoLayouts,
     /// Measure what tracing costs a saturated server, against bpftrace and perf.
     Bench {
         /// Rounds; each runs every configuration once.
@@ -57,6 +60,10 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Build => build(),
         Task::Test { filter } => test(filter.as_deref()),
+        Task::GoLayouts => {
+            build()?;
+            go_layouts::run()
+        }
         Task::Demo => {
             build()?;
             demo::run(demo::DEFAULT)

