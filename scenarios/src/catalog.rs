@@ -19,7 +19,9 @@ use crate::{
     load::hey,
 };
 
-/// The seed's scenarios, in the order of its chapters.
+/// The seed's scenarios, in the order of its chapters, then waits inside a
+/// Go process (a lock, a channel, a context), which only the goroutine
+/// sampler sees.
 pub const SCENARIOS: &[&str] = &[
     "downstream-no-timeout",
     "backlog-overflow",
@@ -27,6 +29,9 @@ pub const SCENARIOS: &[&str] = &[
     "slow-reader",
     "slowloris",
     "alloc-pressure",
+    "mutex-contention",
+    "worker-pool",
+    "context-no-deadline",
 ];
 
 /// The Go program behind the plain routes of the chain tests; the seed's
@@ -129,23 +134,50 @@ pub fn expected(name: &str) -> Result<Expected> {
 /// Runs scenario `name`: its servers, the tracer on the server, the load;
 /// then checks the tracer's diagnosis. Outputs go to `out`.
 pub fn run(name: &str, out: &Path) -> Result<Outcome> {
+    run_built(name, &go_binary(name)?, out)
+}
+
+/// [`run`], with the scenario's program built as `bin` (by another Go
+/// toolchain, or stripped).
+pub fn run_built(name: &str, bin: &Path, out: &Path) -> Result<Outcome> {
     let expected = expected(name)?;
-    let bin = go_binary(name)?;
     let port = free_port()?;
     let mut vars: BTreeMap<&str, String> = BTreeMap::new();
     vars.insert("port", port.to_string());
+    let (cmd, helpers) = servers(name, bin, port, &mut vars)?;
+    let server = Server::start(quiet(cmd), port)?;
+    let tracer = TracerRun::record(&[server.pid()], out, &[])?;
+    let responses = load(name, &server)?;
+    let output = tracer.stop()?;
+    if !output.status.success() {
+        bail!("tracer failed: {}", output.stderr);
+    }
+    drop(server);
+    drop(helpers);
+    let checks = check(&expected, &output.report, &vars, responses);
+    Ok(Outcome {
+        expected,
+        output,
+        checks,
+    })
+}
+
+/// The scenario's server command, on `port`, and the helpers it needs
+/// (downstreams, a DNS responder), started.
+fn servers(
+    name: &str,
+    bin: &Path,
+    port: u16,
+    vars: &mut BTreeMap<&'static str, String>,
+) -> Result<(Command, Vec<Server>)> {
     let addr = format!("127.0.0.1:{port}");
-    let quiet = |mut c: Command| {
-        c.stderr(Stdio::null());
-        c
-    };
     let mut helpers = Vec::new();
-    let mut cmd = Command::new(&bin);
+    let mut cmd = Command::new(bin);
     match name {
         "downstream-no-timeout" => {
             let d = free_port()?;
             vars.insert("downstream_port", d.to_string());
-            let mut h = Command::new(&bin);
+            let mut h = Command::new(bin);
             h.args([
                 "-role",
                 "downstream",
@@ -177,7 +209,7 @@ pub fn run(name: &str, out: &Path) -> Result<Outcome> {
         "dns-tls-downstream" => {
             let t = free_port()?;
             vars.insert("downstream_port", t.to_string());
-            let mut dns = Command::new(&bin);
+            let mut dns = Command::new(bin);
             dns.args(["-role", "dns", "-addr", DNS_ADDR, "-delay", "100ms"])
                 .stdin(Stdio::null())
                 .stderr(Stdio::null());
@@ -185,7 +217,7 @@ pub fn run(name: &str, out: &Path) -> Result<Outcome> {
                 child: dns.spawn().context("starting the DNS responder")?,
                 port: 53,
             });
-            let mut tls = Command::new(&bin);
+            let mut tls = Command::new(bin);
             tls.args([
                 "-role",
                 "tls-downstream",
@@ -209,26 +241,21 @@ pub fn run(name: &str, out: &Path) -> Result<Outcome> {
         "slow-reader" => {
             cmd.args(["-addr", &addr, "-size-mb", "32"]);
         }
-        "slowloris" | "alloc-pressure" => {
+        "slowloris"
+        | "alloc-pressure"
+        | "mutex-contention"
+        | "worker-pool"
+        | "context-no-deadline" => {
             cmd.args(["-addr", &addr]);
         }
         other => bail!("no scenario {other}; there are: {}", SCENARIOS.join(", ")),
     }
-    let server = Server::start(quiet(cmd), port)?;
-    let tracer = TracerRun::record(&[server.pid()], out, &[])?;
-    let responses = load(name, &server)?;
-    let output = tracer.stop()?;
-    if !output.status.success() {
-        bail!("tracer failed: {}", output.stderr);
-    }
-    drop(server);
-    drop(helpers);
-    let checks = check(&expected, &output.report, &vars, responses);
-    Ok(Outcome {
-        expected,
-        output,
-        checks,
-    })
+    Ok((cmd, helpers))
+}
+
+fn quiet(mut c: Command) -> Command {
+    c.stderr(Stdio::null());
+    c
 }
 
 /// Puts the scenario's load on the server; returns the responses the
@@ -261,6 +288,9 @@ fn load(name: &str, server: &Server) -> Result<Option<u64>> {
         }
         "slowloris" => Some(drivers::slowloris(server.port, 20, Duration::from_millis(30))? as u64),
         "alloc-pressure" => Some(hey(&server.url("/alloc"), 100, 4)?.responses()),
+        "mutex-contention" => Some(hey(&server.url("/item?k=a"), 60, 4)?.responses()),
+        "worker-pool" => Some(hey(&server.url("/work"), 80, 4)?.responses()),
+        "context-no-deadline" => Some(hey(&server.url("/lookup?k=a"), 24, 4)?.responses()),
         _ => None,
     })
 }

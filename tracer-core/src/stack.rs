@@ -15,4 +15,8 @@ pub trait StackNames {
     /// The innermost named user frame of a stack: the function that made
     /// the call a thread blocked in.
     fn user_leaf(&mut self, tgid: u32, user_stack: i32) -> Option<Frame>;
+    /// A goroutine stack the sampler read, root first.
+    fn goroutine_frames(&mut self, tgid: u32, stack: u32) -> Vec<Frame>;
+    /// The name of a wait reason of the Go program `tgid` (`chan receive`).
+    fn wait_reason(&mut self, tgid: u32, reason: u8) -> Option<String>;
 }

@@ -1,18 +1,20 @@
 //! Causes: one thing a request's handler waited on, the key under which
 //! blocked time is summed per route and per slow request.
 
-use crate::attribution::{Target, Wait};
+use crate::attribution::{GoWait, Target, Wait};
 
 /// One thing a request's handler waited on: named at report time, once the
 /// stacks are symbolized. `syscall` is the one the serving thread blocked in,
 /// or one of the `WAIT_*` values for waits seen on the server's own
-/// outbound connections.
+/// outbound connections and for goroutine waits (then `user_stack` is the
+/// goroutine's stack and `reason` its wait reason).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cause {
     pub tgid: u32,
     pub syscall: i64,
     pub target: Target,
     pub user_stack: i32,
+    pub reason: u8,
 }
 
 impl Cause {
@@ -20,12 +22,15 @@ impl Cause {
     pub const WAIT_RESPONSE: i64 = -2;
     /// Waiting for an outbound connection to be established.
     pub const WAIT_CONNECT: i64 = -3;
+    /// A goroutine parked by the Go runtime (a lock, a channel, a sleep).
+    pub const WAIT_GOROUTINE: i64 = -5;
     /// Causes beyond what a route keeps apart.
     pub const OTHER: Cause = Cause {
         tgid: 0,
         syscall: -4,
         target: Target::None,
         user_stack: -1,
+        reason: 0,
     };
 
     pub fn wait(tgid: u32, target: Target, wait: Wait) -> Cause {
@@ -38,6 +43,17 @@ impl Cause {
             syscall,
             target,
             user_stack: -1,
+            reason: 0,
+        }
+    }
+
+    pub fn goroutine(wait: &GoWait) -> Cause {
+        Cause {
+            tgid: wait.tgid,
+            syscall: Cause::WAIT_GOROUTINE,
+            target: Target::None,
+            user_stack: wait.stack as i32,
+            reason: wait.reason,
         }
     }
 }

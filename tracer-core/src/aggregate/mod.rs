@@ -142,6 +142,8 @@ pub enum Leaf {
     OnCpu(StackKey),
     /// Waiting on one of the server's outbound connections.
     Waiting(Target, Wait),
+    /// A goroutine parked by the Go runtime, with its stack (tgid, stack).
+    GoWait(u32, u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -289,6 +291,10 @@ impl Aggregates {
             add(Stage::Handler, Leaf::Waiting(target, wait), us(ns));
             explained += us(ns);
         }
+        for (w, ns) in &attribution.go_waits {
+            add(Stage::Handler, Leaf::GoWait(w.tgid, w.stack), us(*ns));
+            explained += us(*ns);
+        }
         let handler = us(request.stages.get(Stage::Handler));
         for stage in Stage::LATENCY {
             let t = us(request.stages.get(stage));
@@ -382,8 +388,12 @@ fn causes(pid: u32, attribution: &Attribution) -> Vec<(Cause, u64)> {
             syscall: off.syscall,
             target: off.target,
             user_stack: off.user_stack,
+            reason: 0,
         };
         *by.entry(cause).or_default() += us(*ns);
+    }
+    for (w, ns) in &attribution.go_waits {
+        *by.entry(Cause::goroutine(w)).or_default() += us(*ns);
     }
     for (target, wait, ns) in waits_not_blocked_on(attribution) {
         *by.entry(Cause::wait(pid, target, wait)).or_default() += us(ns);
@@ -522,6 +532,7 @@ mod tests {
             off: vec![(off, 60_000_000)],
             samples: vec![sample, sample],
             waits: Vec::new(),
+            go_waits: Vec::new(),
         };
         record(&mut s, req("/a", 100), origin(), attribution);
         let key = |leaf| ChainKey {
@@ -558,7 +569,8 @@ mod tests {
                     tgid: 1,
                     syscall: 230,
                     target: Target::None,
-                    user_stack: 4
+                    user_stack: 4,
+                    reason: 0,
                 },
                 60_000
             )]
@@ -586,6 +598,7 @@ mod tests {
         let attribution = Attribution {
             off: vec![(off, 50_000_000)],
             samples: Vec::new(),
+            go_waits: Vec::new(),
             waits: vec![
                 (down, Wait::Response, 50_000_000),
                 (dns, Wait::Response, 30_000_000),
@@ -601,7 +614,8 @@ mod tests {
                     tgid: 1,
                     syscall: 45,
                     target: down,
-                    user_stack: 4
+                    user_stack: 4,
+                    reason: 0,
                 },
                 50_000
             )
@@ -613,7 +627,8 @@ mod tests {
                     tgid: 1,
                     syscall: Cause::WAIT_RESPONSE,
                     target: dns,
-                    user_stack: -1
+                    user_stack: -1,
+                    reason: 0,
                 },
                 30_000
             )

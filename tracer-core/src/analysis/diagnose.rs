@@ -15,12 +15,34 @@ pub struct RouteFacts {
     pub p99_us: u64,
     /// Total µs per latency stage, over the route's requests.
     pub stage_totals: Vec<(Stage, u64)>,
-    /// What handlers waited on, named, largest first: (what, µs per request).
-    pub causes: Vec<(String, u64)>,
+    /// What handlers waited on, named, largest first, in µs per request.
+    pub causes: Vec<Waited>,
     /// The handler's on-CPU hot spot: (function, share of the handler's
     /// on-CPU time in %, share of handler time in %), and whether it is the
     /// Go allocator or collector.
     pub hot: Option<HotSpot>,
+}
+
+/// One thing handlers waited on, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    pub what: String,
+    pub us: u64,
+    /// A goroutine parked by the Go runtime, rather than a blocked thread
+    /// or an outbound call.
+    pub goroutine: bool,
+}
+
+impl Waited {
+    /// `blocked on recvfrom (...)`, `goroutine waiting on sync.Mutex.Lock in ...`.
+    fn phrase(&self) -> String {
+        let verb = if self.goroutine {
+            "goroutine waiting on"
+        } else {
+            "blocked on"
+        };
+        format!("{verb} {} ({})", self.what, duration(self.us))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,28 +136,27 @@ fn handler_cause(route: &RouteFacts) -> Option<String> {
         .iter()
         .find(|(s, _)| *s == Stage::Handler)
         .map_or(0, |(_, us)| us / route.count.max(1));
-    let waited = route
-        .causes
-        .first()
-        .filter(|(_, us)| *us as f64 * 100.0 >= EXPLAINS_PCT * handler_per_request as f64);
+    let explains = |w: &&Waited| w.us as f64 * 100.0 >= EXPLAINS_PCT * handler_per_request as f64;
+    let waited = route.causes.first().filter(explains);
     let hot = route
         .hot
         .as_ref()
         .filter(|h| h.share_of_handler_pct >= EXPLAINS_PCT);
     match (waited, hot) {
-        (Some((_, us)), Some(h))
-            if h.share_of_handler_pct * handler_per_request as f64 / 100.0 > *us as f64 =>
+        (Some(w), Some(h))
+            if h.share_of_handler_pct * handler_per_request as f64 / 100.0 > w.us as f64 =>
         {
             Some(on_cpu(h))
         }
-        (Some((what, us)), _) => {
-            let mut s = format!("blocked on {what} ({})", duration(*us));
-            if let Some((next, us)) = route
-                .causes
-                .get(1)
-                .filter(|(_, us)| *us as f64 * 100.0 >= EXPLAINS_PCT * handler_per_request as f64)
-            {
-                s.push_str(&format!(" and {next} ({})", duration(*us)));
+        (Some(w), _) => {
+            let mut s = w.phrase();
+            if let Some(next) = route.causes.get(1).filter(explains) {
+                s.push_str(" and ");
+                if next.goroutine == w.goroutine {
+                    s.push_str(&format!("{} ({})", next.what, duration(next.us)));
+                } else {
+                    s.push_str(&next.phrase());
+                }
             }
             Some(s)
         }
@@ -206,8 +227,16 @@ mod tests {
             ],
         );
         slow.causes = vec![
-            ("response from outbound 127.0.0.1:9001".into(), 1_100_000),
-            ("futex".into(), 1000),
+            Waited {
+                what: "response from outbound 127.0.0.1:9001".into(),
+                us: 1_100_000,
+                goroutine: false,
+            },
+            Waited {
+                what: "futex".into(),
+                us: 1000,
+                goroutine: false,
+            },
         ];
         let fast = route("GET /health", 5, &[(Stage::Handler, 1)]);
         let d = diagnose(&[fast, slow], &[], 4).expect("diagnosis");
@@ -224,8 +253,16 @@ mod tests {
     fn two_waits_of_one_handler_are_both_named() {
         let mut r = route("GET /api", 300, &[(Stage::Handler, 290)]);
         r.causes = vec![
-            ("response from outbound 127.0.0.1:9443".into(), 160_000),
-            ("response from DNS 127.0.0.77:53".into(), 101_000),
+            Waited {
+                what: "response from outbound 127.0.0.1:9443".into(),
+                us: 160_000,
+                goroutine: false,
+            },
+            Waited {
+                what: "response from DNS 127.0.0.77:53".into(),
+                us: 101_000,
+                goroutine: false,
+            },
         ];
         let d = diagnose(&[r], &[], 1).expect("diagnosis");
         assert_eq!(
@@ -261,7 +298,11 @@ mod tests {
     #[test]
     fn cpu_bound_handler_names_its_hot_spot() {
         let mut r = route("GET /alloc", 45, &[(Stage::Handler, 40)]);
-        r.causes = vec![("futex".into(), 2000)];
+        r.causes = vec![Waited {
+            what: "futex".into(),
+            us: 2000,
+            goroutine: false,
+        }];
         r.hot = Some(HotSpot {
             function: "runtime.mallocgc".into(),
             share_of_cpu_pct: 70.0,
@@ -299,5 +340,23 @@ mod tests {
     #[test]
     fn nothing_to_diagnose_without_requests() {
         assert_eq!(diagnose(&[], &[], 0), None);
+    }
+
+    #[test]
+    fn goroutine_waits_are_named_as_such() {
+        let mut r = route("GET /mutex", 168, &[(Stage::Handler, 160)]);
+        r.causes = vec![Waited {
+            what: "sync.Mutex.Lock in main.main.func1".into(),
+            us: 120_000,
+            goroutine: true,
+        }];
+        let d = diagnose(&[r], &[], 0).expect("diagnosis");
+        assert!(
+            d.text.ends_with(
+                "100% handler, goroutine waiting on sync.Mutex.Lock in main.main.func1 (120.0ms)"
+            ),
+            "{}",
+            d.text
+        );
     }
 }

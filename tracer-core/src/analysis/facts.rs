@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     causes,
-    diagnose::{self, Diagnosis, ListenerFacts, RouteFacts},
+    diagnose::{self, Diagnosis, ListenerFacts, RouteFacts, Waited},
     hotspot,
 };
 use crate::{
@@ -19,6 +19,8 @@ use crate::{
 
 /// Causes named per route.
 const CAUSES_NAMED: usize = 3;
+/// Causes looked at per route before those that read the same are merged.
+const ROUTE_CAUSES_NAMED: usize = 16;
 
 /// The diagnosis of the requests in `agg`, with the listeners as the
 /// tracker saw them and the most connections open at once.
@@ -52,10 +54,13 @@ pub fn diagnosis(
                     .iter()
                     .map(|&s| (s, r.stage(s).total_us))
                     .collect(),
-                causes: r
-                    .top_causes(CAUSES_NAMED)
+                causes: causes::named(&r.top_causes(ROUTE_CAUSES_NAMED), names)
                     .into_iter()
-                    .map(|(c, us)| (causes::name(&c, names), us / r.count.max(1)))
+                    .take(CAUSES_NAMED)
+                    .map(|w| Waited {
+                        us: w.us / r.count.max(1),
+                        ..w
+                    })
                     .collect(),
                 hot: on_cpu
                     .get(&(id as u32))
@@ -178,6 +183,12 @@ mod tests {
                 Vec::new()
             }
             fn user_leaf(&mut self, _: u32, _: i32) -> Option<Frame> {
+                None
+            }
+            fn goroutine_frames(&mut self, _: u32, _: u32) -> Vec<Frame> {
+                Vec::new()
+            }
+            fn wait_reason(&mut self, _: u32, _: u8) -> Option<String> {
                 None
             }
         }

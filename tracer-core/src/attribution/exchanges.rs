@@ -123,10 +123,11 @@ impl Exchanges {
     /// continue from where they end. DNS lookups are shared (Go's resolver
     /// merges concurrent lookups of a name): their time counts for every
     /// request that was not busy with a call of its own meanwhile.
-    /// Returns the time waited per (target, kind), overlaps counted once.
-    pub fn claim(&mut self, pid: u32, from: u64, to: u64) -> Vec<(Target, Wait, u64)> {
+    /// Returns the time waited per (target, kind), overlaps counted once,
+    /// and the spans claimed.
+    pub fn claim(&mut self, pid: u32, from: u64, to: u64) -> Claimed {
         let Some(q) = self.per_pid.get_mut(&pid) else {
-            return Vec::new();
+            return Claimed::default();
         };
         let is_dns = |e: &Exchange| matches!(e.target, Target::Dns(_));
         let mut candidates: Vec<usize> = (0..q.len())
@@ -163,8 +164,29 @@ impl Exchanges {
                 claimed.push(Exchange { start, end, ..*e });
             }
         }
-        union_by_target(&claimed)
+        Claimed {
+            waits: union_by_target(&claimed),
+            spans: claimed.iter().map(|e| (e.start, e.end)).collect(),
+        }
     }
+}
+
+/// What a request claimed: time per (target, kind), and the spans.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub waits: Vec<(Target, Wait, u64)>,
+    pub spans: Vec<(u64, u64)>,
+}
+
+/// How much of `[start, end)` the `spans` cover, overlaps counted once.
+pub fn covered(start: u64, end: u64, spans: &[(u64, u64)]) -> u64 {
+    let mut busy: Vec<(u64, u64)> = spans.to_vec();
+    busy.sort_unstable();
+    let free: u64 = free_parts(start, end, &busy)
+        .iter()
+        .map(|(s, e)| e - s)
+        .sum();
+    end.saturating_sub(start).saturating_sub(free)
 }
 
 /// The parts of `[start, end)` outside the sorted `busy` intervals.
@@ -231,7 +253,7 @@ mod tests {
         x.io(0xa, false, 12 * MS);
         x.io(0xa, true, 312 * MS);
         x.io(0xa, true, 313 * MS);
-        let got = x.claim(1, 5 * MS, 320 * MS);
+        let got = x.claim(1, 5 * MS, 320 * MS).waits;
         assert_eq!(
             got,
             vec![
@@ -239,7 +261,7 @@ mod tests {
                 (target(9001), Wait::Response, 300 * MS)
             ]
         );
-        assert!(x.claim(1, 0, 400 * MS).is_empty(), "claimed once");
+        assert!(x.claim(1, 0, 400 * MS).waits.is_empty(), "claimed once");
     }
 
     #[test]
@@ -253,11 +275,11 @@ mod tests {
         x.io(0xa, true, 301 * MS);
         x.io(0xb, true, 306 * MS);
         assert_eq!(
-            x.claim(1, 0, 310 * MS),
+            x.claim(1, 0, 310 * MS).waits,
             vec![(target(9001), Wait::Response, 300 * MS)]
         );
         assert_eq!(
-            x.claim(1, 5 * MS, 320 * MS),
+            x.claim(1, 5 * MS, 320 * MS).waits,
             vec![(target(9001), Wait::Response, 300 * MS)]
         );
     }
@@ -276,7 +298,7 @@ mod tests {
         x.open(1, 0xc, target(9443), 112 * MS, true);
         x.io(0xc, false, 113 * MS);
         x.io(0xc, true, 263 * MS);
-        let got = x.claim(1, 9 * MS, 270 * MS);
+        let got = x.claim(1, 9 * MS, 270 * MS).waits;
         assert!(got.contains(&(dns, Wait::Response, 101 * MS)), "{got:?}");
         assert!(got.contains(&(target(9443), Wait::Connect, MS)));
         assert!(got.contains(&(target(9443), Wait::Response, 150 * MS)));
@@ -293,10 +315,10 @@ mod tests {
         x.io(0xb, true, 302 * MS);
         // The first request to finish takes one call, not both.
         assert_eq!(
-            x.claim(1, 0, 303 * MS),
+            x.claim(1, 0, 303 * MS).waits,
             vec![(target(9001), Wait::Response, 300 * MS)]
         );
-        assert_eq!(x.claim(1, MS, 304 * MS).len(), 1);
+        assert_eq!(x.claim(1, MS, 304 * MS).waits.len(), 1);
     }
 
     #[test]
@@ -320,7 +342,7 @@ mod tests {
             x.io(tls, true, base + 254 * MS); // answer
         }
         for (from, to) in [(0, 256 * MS), (300_000, 257 * MS)] {
-            let got = x.claim(1, from, to);
+            let got = x.claim(1, from, to).waits;
             let of =
                 |t: Target, w: Wait| got.iter().find(|g| g.0 == t && g.1 == w).map_or(0, |g| g.2);
             assert!(
@@ -349,8 +371,8 @@ mod tests {
             x.io(sk, false, start * MS);
             x.io(sk, true, (start + 150) * MS);
         }
-        let first = x.claim(1, MS / 2, 255 * MS);
-        let second = x.claim(1, MS / 2 + 100_000, 256 * MS);
+        let first = x.claim(1, MS / 2, 255 * MS).waits;
+        let second = x.claim(1, MS / 2 + 100_000, 256 * MS).waits;
         for got in [first, second] {
             let of = |t: Target| got.iter().find(|g| g.0 == t).map_or(0, |g| g.2);
             assert!(of(dns) >= 99 * MS, "{got:?}");
@@ -374,10 +396,17 @@ mod tests {
         x.open(1, 0xa, target(9001), 0, false);
         x.io(0xa, false, 50 * MS);
         x.io(0xa, true, 150 * MS);
-        assert!(x.claim(1, 100 * MS, 200 * MS).is_empty());
+        assert!(x.claim(1, 100 * MS, 200 * MS).waits.is_empty());
         assert!(
-            x.claim(2, 0, 200 * MS).is_empty(),
+            x.claim(2, 0, 200 * MS).waits.is_empty(),
             "other processes' exchanges are not theirs"
         );
+    }
+
+    #[test]
+    fn coverage_counts_overlaps_once() {
+        assert_eq!(covered(0, 100, &[(10, 30), (20, 40), (90, 200)]), 40);
+        assert_eq!(covered(0, 100, &[]), 0);
+        assert_eq!(covered(50, 60, &[(0, 100)]), 10);
     }
 }

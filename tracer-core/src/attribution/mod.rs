@@ -69,6 +69,19 @@ pub struct Sample {
     pub kernel_stack: i32,
 }
 
+/// A goroutine the sampler saw waiting, read from the process's memory:
+/// it stands for the time since the sampler's previous look at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoWait {
+    pub start: u64,
+    pub end: u64,
+    pub tgid: u32,
+    /// The goroutine's wait reason (`runtime.waitReason`, a per-version value).
+    pub reason: u8,
+    /// Its stack, interned by whoever read it.
+    pub stack: u32,
+}
+
 /// What was awaited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Wait {
@@ -86,4 +99,7 @@ pub struct Attribution {
     pub samples: Vec<Sample>,
     /// Waits on the server's own outbound connections inside the window (ns).
     pub waits: Vec<(Target, Wait, u64)>,
+    /// Goroutine waits, clipped to the window and to what the outbound
+    /// waits leave (a call's wait is named by its peer): (wait, ns inside).
+    pub go_waits: Vec<(GoWait, u64)>,
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
-use super::{Attribution, OffCpu, Sample, Worker};
+use super::{Attribution, GoWait, OffCpu, Sample, Worker};
 
 /// Entries kept per thread, bounded so that a thread outliving every
 /// request cannot grow: at 99 Hz, ten seconds of samples of a thread that
@@ -20,6 +20,7 @@ const HORIZON_NS: u64 = 5 * 60 * 1_000_000_000;
 struct ThreadLog {
     off: VecDeque<OffCpu>,
     samples: VecDeque<Sample>,
+    go_waits: VecDeque<GoWait>,
 }
 
 #[derive(Default)]
@@ -49,18 +50,28 @@ impl Timeline {
         trim(&mut log.samples, s.ts, |s| s.ts);
     }
 
+    pub fn push_go_wait(&mut self, worker: Worker, w: GoWait) {
+        let log = self.threads.entry(worker).or_default();
+        log.go_waits.push_back(w);
+        trim(&mut log.go_waits, w.end, |w| w.end);
+    }
+
     /// Forgets threads with nothing newer than the horizon before `now`, and
     /// gives back the room of emptied logs.
     pub fn sweep(&mut self, now: u64) {
         let recent = |ts: Option<u64>| ts.is_some_and(|t| now.saturating_sub(t) < HORIZON_NS);
         self.threads.retain(|_, log| {
-            recent(log.off.back().map(|o| o.end)) || recent(log.samples.back().map(|s| s.ts))
+            recent(log.off.back().map(|o| o.end))
+                || recent(log.samples.back().map(|s| s.ts))
+                || recent(log.go_waits.back().map(|w| w.end))
         });
         for log in self.threads.values_mut() {
             trim(&mut log.off, now, |o| o.end);
             trim(&mut log.samples, now, |s| s.ts);
+            trim(&mut log.go_waits, now, |w| w.end);
             log.off.shrink_to(KEEP_PER_THREAD / 4);
             log.samples.shrink_to(KEEP_PER_THREAD / 4);
+            log.go_waits.shrink_to(KEEP_PER_THREAD / 4);
         }
         if self.threads.capacity() > 1024 && self.threads.len() * 4 < self.threads.capacity() {
             self.threads.shrink_to_fit();
@@ -94,6 +105,12 @@ impl Timeline {
                     .take_while(|s| s.ts >= from)
                     .filter(|s| s.ts <= to),
             );
+            for w in log.go_waits.iter().rev().take_while(|w| w.end > from) {
+                let inside = w.end.min(to).saturating_sub(w.start.max(from));
+                if inside > 0 {
+                    out.go_waits.push((*w, inside));
+                }
+            }
         }
         out
     }

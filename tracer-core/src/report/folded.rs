@@ -87,6 +87,10 @@ pub fn chains(agg: &Aggregates, names: &mut dyn StackNames) -> Folded {
                 frames.push(Rc::from("waiting"));
                 frames.push(Rc::from(wait_name(target, wait)));
             }
+            Leaf::GoWait(tgid, stack) => {
+                frames.push(Rc::from("goroutine-wait"));
+                frames.extend(names.goroutine_frames(tgid, stack));
+            }
         }
         folded.add(&frames.iter().map(|f| &**f).collect::<Vec<&str>>(), *us);
     }

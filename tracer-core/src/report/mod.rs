@@ -187,6 +187,8 @@ fn wall(meta: &Meta, mono_ns: u64) -> String {
 
 /// Causes listed per route.
 const ROUTE_CAUSES_SHOWN: usize = 5;
+/// Causes looked at per route before those that read the same are merged.
+const ROUTE_CAUSES_LOOKED_AT: usize = 16;
 
 fn route_report(
     key: &RouteKey,
@@ -224,12 +226,12 @@ fn route_report(
         outcomes: r.outcomes.clone(),
         explained_pct: (sampling.freq_hz > 0 || sampling.off_cpu)
             .then(|| (r.explained_pct() * 10.0).round() / 10.0),
-        blocked_on: r
-            .top_causes(ROUTE_CAUSES_SHOWN)
-            .iter()
-            .map(|(c, us)| Blocked {
-                what: causes::name(c, names),
-                us: us / r.count.max(1),
+        blocked_on: causes::named(&r.top_causes(ROUTE_CAUSES_LOOKED_AT), names)
+            .into_iter()
+            .take(ROUTE_CAUSES_SHOWN)
+            .map(|w| Blocked {
+                what: w.what,
+                us: w.us / r.count.max(1),
             })
             .collect(),
     }
@@ -253,12 +255,11 @@ fn slow_report(meta: &Meta, s: &SlowRequest, names: &mut dyn StackNames) -> Slow
             .collect(),
         bytes_in: r.bytes_in,
         bytes_out: r.bytes_out,
-        blocked_on: s
-            .causes
-            .iter()
-            .map(|(c, us)| Blocked {
-                what: causes::name(c, names),
-                us: *us,
+        blocked_on: causes::named(&s.causes, names)
+            .into_iter()
+            .map(|w| Blocked {
+                what: w.what,
+                us: w.us,
             })
             .collect(),
     }

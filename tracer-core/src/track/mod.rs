@@ -13,7 +13,9 @@ use tracer_common::{IoEvent, OffCpuEvent, SockEvent, SocketEvent, StackKey, dir,
 pub use self::listener::{Listener, QueueDepth};
 use crate::{
     attribution::{
-        Attribution, OffCpu, Sample, Target, Worker, exchanges::Exchanges, timeline::Timeline,
+        Attribution, GoWait, OffCpu, Sample, Target, Worker,
+        exchanges::{Exchanges, covered},
+        timeline::Timeline,
     },
     chain::{Connection, Io, Request},
     event::{Event, handshake_peer, has_addresses, socket_peer},
@@ -72,6 +74,9 @@ pub struct Tracker {
     timeline: Timeline,
     /// Requests finished since they were last taken.
     finished: Vec<Finished>,
+    /// Go: (tgid, goroutine) of each connection whose request was read and
+    /// not answered yet, by socket: what the goroutine sampler looks at.
+    serving: FxHashMap<u64, (u32, u64)>,
     /// Stacks seen since they were last taken, to symbolize.
     new_stacks: Vec<StackKey>,
     connections: u64,
@@ -101,6 +106,7 @@ impl Tracker {
             listeners: BTreeMap::new(),
             timeline: Timeline::default(),
             finished: Vec::new(),
+            serving: FxHashMap::default(),
             new_stacks: Vec::new(),
             connections: 0,
             open_peak: 0,
@@ -137,6 +143,12 @@ impl Tracker {
     /// Processes forked by traced ones since the last call.
     pub fn take_forks(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.forks)
+    }
+
+    /// (tgid, goroutine) of the Go requests being served now.
+    pub fn serving_goroutines(&self, out: &mut Vec<(u32, u64)>) {
+        out.clear();
+        out.extend(self.serving.values().copied());
     }
 
     /// Listening ports of the traced processes, by port.
@@ -299,6 +311,14 @@ impl Tracker {
             ready_ns: ev.ready_ts,
             payload,
         };
+        // Go: the goroutine that read a request serves it until it writes.
+        if ev.g != 0 && ev.ret > 0 {
+            if ev.dir == dir::READ {
+                self.serving.insert(ev.sk, (conn.pid, ev.g));
+            } else {
+                self.serving.remove(&ev.sk);
+            }
+        }
         let done = if ev.dir == dir::READ {
             conn.chain.on_read(&io)
         } else {
@@ -362,6 +382,7 @@ impl Tracker {
     }
 
     fn close(&mut self, sk: u64, ts: u64) {
+        self.serving.remove(&sk);
         if let Some(mut conn) = self.conns.remove(&sk) {
             if self.fds.get(&(conn.pid, conn.fd)) == Some(&sk) {
                 self.fds.remove(&(conn.pid, conn.fd));
@@ -380,7 +401,14 @@ impl Tracker {
             .unwrap_or_else(|| Rc::from(pid.to_string()));
         let (from, to) = req.handler_ns;
         let mut attribution = self.timeline.within(&[req.read_by, req.write_by], from, to);
-        attribution.waits = self.exchanges.claim(pid, from, to);
+        let claimed = self.exchanges.claim(pid, from, to);
+        // A goroutine waiting on its own outbound call is named by the
+        // call's peer, not again by its wait.
+        for (w, ns) in &mut attribution.go_waits {
+            *ns = ns.saturating_sub(covered(w.start.max(from), w.end.min(to), &claimed.spans));
+        }
+        attribution.go_waits.retain(|&(_, ns)| ns > 0);
+        attribution.waits = claimed.waits;
         self.finished.push(Finished {
             request: req,
             origin: Origin { pid, comm, peer },
@@ -399,12 +427,18 @@ impl Tracker {
             big
         }
         let shrunk = [
+            shrink(&mut self.serving),
             shrink(&mut self.conns),
             shrink(&mut self.fds),
             shrink(&mut self.accepts),
             shrink(&mut self.handshakes),
         ];
         shrunk.iter().any(|&s| s) | self.exchanges.compact()
+    }
+
+    /// A goroutine of `tgid` the sampler saw waiting.
+    pub fn push_go_wait(&mut self, g: u64, wait: GoWait) {
+        self.timeline.push_go_wait(Worker::Goroutine(g), wait);
     }
 
     /// Forgets what no request can still need (threads idle for minutes).
@@ -414,6 +448,7 @@ impl Tracker {
 
     /// Tracing stopped at `ts`: settle every connection's request in progress.
     pub fn finish_all(&mut self, ts: u64) {
+        self.serving.clear();
         let conns: Vec<_> = self.conns.drain().collect();
         for (_, mut conn) in conns {
             if let Some(req) = conn.chain.on_trace_end(ts) {

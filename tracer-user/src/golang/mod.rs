@@ -1,11 +1,12 @@
 //! Reading Go programs from outside: the version that built a binary
 //! ([`buildinfo`]), where its runtime keeps a goroutine's state, wait
 //! reason and saved registers ([`layout`], from DWARF or the table of
-//! [`known`] versions).
+//! [`known`] versions), and the [`sampler`] that reads them from outside.
 
 pub mod buildinfo;
 pub mod known;
 pub mod layout;
+pub mod sampler;
 
 /// `tracer __go-layout BINARY`: the layout of a Go binary with DWARF, as a
 /// row of the known-versions table (`cargo xtask go-layouts` runs it for

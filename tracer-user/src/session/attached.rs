@@ -10,6 +10,7 @@ use super::{
     targets::{Observers, Targets},
 };
 use crate::{
+    golang::sampler::Sampler,
     kernel::{
         probes::{self, Probes, Totals},
         tracefs,
@@ -27,6 +28,7 @@ pub struct Session {
     pub tracker: Tracker,
     pub stacks: Stacks,
     pub targets: Targets,
+    pub sampler: Sampler,
     /// Warnings of the attach (hooks this kernel lacks), for every report.
     pub warnings: Vec<String>,
 }
@@ -61,6 +63,7 @@ impl Session {
             tracker: Tracker::new(),
             stacks: Stacks::new(stack_map),
             targets: Targets::default(),
+            sampler: Sampler::default(),
             warnings,
         })
     }
@@ -71,8 +74,21 @@ impl Session {
             probes: &mut self.probes,
             stacks: &mut self.stacks,
             tracker: &mut self.tracker,
+            sampler: &mut self.sampler,
+            warnings: &mut self.warnings,
         };
         self.targets.start(target, pids, children, &mut o)
+    }
+
+    /// Looks at the goroutines serving Go requests now.
+    pub fn sample_goroutines(&mut self, open: &mut Vec<(u32, u64)>) {
+        self.tracker.serving_goroutines(open);
+        let waits = self
+            .sampler
+            .tick(open, clock::monotonic_ns(), &mut self.stacks);
+        for (g, wait) in waits {
+            self.tracker.push_go_wait(g, wait);
+        }
     }
 
     /// Periodic work off the event path: adopt forked children, notice
@@ -83,6 +99,8 @@ impl Session {
             probes: &mut self.probes,
             stacks: &mut self.stacks,
             tracker: &mut self.tracker,
+            sampler: &mut self.sampler,
+            warnings: &mut self.warnings,
         };
         self.targets.adopt_forks(&mut o)?;
         self.tracker.sweep(clock::monotonic_ns());

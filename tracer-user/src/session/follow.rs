@@ -22,6 +22,9 @@ const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// How often traced processes are checked for exit and new children, and
 /// new stacks symbolized.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How often the goroutines serving Go requests are looked at: a 5 ms wait
+/// is seen at least twice.
+const GOROUTINES_EVERY: Duration = Duration::from_millis(2);
 
 pub enum StopReason {
     Duration,
@@ -60,6 +63,9 @@ impl Session {
         let mut drain_tick = interval(DRAIN_EVERY);
         drain_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut check_tick = interval(CHECK_EVERY);
+        let mut goroutine_tick = interval(GOROUTINES_EVERY);
+        goroutine_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut open = Vec::new();
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let deadline = sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
@@ -73,6 +79,9 @@ impl Session {
                     guard.clear_ready();
                 }
                 _ = drain_tick.tick() => drain(ring.get_mut(), &mut self.tracker, windows),
+                _ = goroutine_tick.tick(), if !self.sampler.is_empty() => {
+                    self.sample_goroutines(&mut open);
+                }
                 _ = check_tick.tick() => {
                     drain(ring.get_mut(), &mut self.tracker, windows);
                     if self.check()? {

@@ -62,6 +62,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
         mut stacks,
         mut targets,
         warnings,
+        ..
     } = session;
     probes.detach();
     targets.stop_command();

@@ -2,6 +2,7 @@
 //! fork while traced, and the command `tracer exec` started.
 
 use std::{
+    path::Path,
     process::{Child, Command},
     time::{Duration, Instant},
 };
@@ -11,17 +12,20 @@ use tracer_core::{process::Process, track::Tracker};
 
 use super::settings::Target;
 use crate::{
+    golang::{layout::Layout, sampler::Sampler},
     kernel::probes::Probes,
     symbols::stacks::Stacks,
     system::{procfs, runtime},
 };
 
 /// What learns of a process when it is traced: the kernel programs, the
-/// symbolizer and the tracker.
+/// symbolizer, the tracker and the goroutine sampler; and where warnings go.
 pub struct Observers<'a> {
     pub probes: &'a mut Probes,
     pub stacks: &'a mut Stacks,
     pub tracker: &'a mut Tracker,
+    pub sampler: &'a mut Sampler,
+    pub warnings: &'a mut Vec<String>,
 }
 
 #[derive(Default)]
@@ -112,11 +116,25 @@ impl Targets {
             return Ok(());
         }
         // Traced first, then scanned: nothing that happens in between is missed.
-        let go =
-            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| runtime::is_go(&exe));
+        // Through /proc, which opens the binary even if it was replaced on disk.
+        let exe = format!("/proc/{pid}/exe");
+        let go = runtime::is_go(Path::new(&exe));
         o.probes.trace(pid, go)?;
         o.stacks.watch(pid);
         let comm = procfs::comm(pid).unwrap_or_else(|_| pid.to_string());
+        if go {
+            match Layout::of(Path::new(&exe)) {
+                Ok(layout) => {
+                    o.stacks.set_wait_reasons(pid, layout.wait_reasons.clone());
+                    o.sampler.add_process(pid, layout);
+                }
+                Err(e) => {
+                    let w = format!("{comm} ({pid}): {e}");
+                    eprintln!("tracer: warning: {w}");
+                    o.warnings.push(w);
+                }
+            }
+        }
         o.tracker.add_process(pid, &comm, go);
         // Connections already open are recognised by their local port at first use.
         for port in procfs::listeners(pid) {

@@ -15,6 +15,11 @@ use super::symbolize::Symbolizer;
 pub struct Stacks {
     map: StackTraceMap<MapData>,
     sym: Symbolizer,
+    /// Goroutine stacks the sampler read, named at once (root first), by id.
+    goroutines: Vec<Rc<[Frame]>>,
+    goroutine_ids: FxHashMap<(u32, Vec<u64>), u32>,
+    /// Wait reasons' names per Go program.
+    wait_reasons: FxHashMap<u32, Vec<String>>,
     user: FxHashMap<(u32, i32), Rc<[Frame]>>,
     kernel: FxHashMap<i32, Rc<[Frame]>>,
     seen: FxHashSet<StackKey>,
@@ -26,6 +31,9 @@ impl Stacks {
         Stacks {
             map,
             sym: Symbolizer::new(),
+            goroutines: Vec::new(),
+            goroutine_ids: FxHashMap::default(),
+            wait_reasons: FxHashMap::default(),
             user: FxHashMap::default(),
             kernel: FxHashMap::default(),
             seen: FxHashSet::default(),
@@ -36,6 +44,25 @@ impl Stacks {
     /// Snapshot a traced process's mappings while it lives.
     pub fn watch(&mut self, pid: u32) {
         self.sym.watch(pid);
+    }
+
+    /// The names of the wait reasons of Go program `pid`.
+    pub fn set_wait_reasons(&mut self, pid: u32, names: Vec<String>) {
+        self.wait_reasons.insert(pid, names);
+    }
+
+    /// An id for a goroutine stack of `pid` (pcs leaf first), named now,
+    /// while the process lives.
+    pub fn intern_goroutine(&mut self, pid: u32, pcs: &[u64]) -> u32 {
+        if let Some(&id) = self.goroutine_ids.get(&(pid, pcs.to_vec())) {
+            return id;
+        }
+        let mut frames = self.sym.user(pid, pcs);
+        frames.reverse();
+        let id = self.goroutines.len() as u32;
+        self.goroutines.push(frames.into());
+        self.goroutine_ids.insert((pid, pcs.to_vec()), id);
+        id
     }
 
     /// Remember a stack to resolve at the next [`Stacks::resolve_pending`].
@@ -114,6 +141,20 @@ impl StackNames for Stacks {
     /// The innermost user frame: the function that made the blocking call.
     fn user_leaf(&mut self, tgid: u32, id: i32) -> Option<Frame> {
         self.user_frames(tgid, id).first().cloned()
+    }
+
+    fn goroutine_frames(&mut self, _tgid: u32, stack: u32) -> Vec<Frame> {
+        self.goroutines
+            .get(stack as usize)
+            .map(|f| f.to_vec())
+            .unwrap_or_default()
+    }
+
+    fn wait_reason(&mut self, tgid: u32, reason: u8) -> Option<String> {
+        self.wait_reasons
+            .get(&tgid)?
+            .get(usize::from(reason))
+            .cloned()
     }
 }
 

@@ -1,0 +1,250 @@
+//! The goroutine sampler: looks, from outside and without stopping
+//! anything, at the goroutines serving requests of Go programs, and notes
+//! those the runtime has parked (a lock, a channel, a sleep) with their
+//! wait reason and stack.
+//!
+//! A look is two `process_vm_readv` calls: the goroutine's `runtime.g`
+//! (status, wait reason, saved `sp`/`pc`/`bp`), then the top of its stack,
+//! walked by frame pointers (Go keeps them). Nothing is written and no
+//! uprobe is hit: the traced program pays nothing. The work is capped per
+//! tick; with more goroutines in handlers than the cap, they are looked at
+//! in turn, and each look stands for the time since the previous one.
+
+use std::io::IoSliceMut;
+
+use rustc_hash::FxHashMap;
+use tracer_core::attribution::GoWait;
+
+use super::layout::Layout;
+use crate::symbols::stacks::Stacks;
+
+/// Goroutines looked at per tick, at most.
+pub const LOOKS_PER_TICK: usize = 16;
+/// A look stands for the time around it, half the way to the previous look
+/// and half to the next (taken to be as far): at most this long (a
+/// goroutine not looked at for longer is not assumed to have waited the
+/// same way all along), and a tick long for the first look.
+const MAX_SPAN_NS: u64 = 50_000_000;
+const FIRST_SPAN_NS: u64 = 2_000_000;
+/// Stack bytes read from the saved stack pointer: deep enough for a
+/// handler's frames under `net/http.(*conn).serve`.
+const STACK_BYTES: usize = 16 * 1024;
+const MAX_FRAMES: usize = 64;
+/// `_Gwaiting`, and the bit the garbage collector sets while scanning.
+const G_WAITING: u32 = 4;
+const G_SCAN: u32 = 0x1000;
+/// `runtime.g` bytes read: every field the sampler needs lies below.
+const G_BYTES: usize = 256;
+
+#[derive(Default)]
+pub struct Sampler {
+    layouts: FxHashMap<u32, Layout>,
+    /// When each goroutine was last looked at.
+    last_look: FxHashMap<u64, u64>,
+    /// Where the round-robin over open goroutines resumes.
+    cursor: usize,
+    /// Looks made, and reads that failed (a goroutine gone meanwhile).
+    pub looks: u64,
+    pub failed: u64,
+}
+
+impl Sampler {
+    pub fn add_process(&mut self, tgid: u32, layout: Layout) {
+        self.layouts.insert(tgid, layout);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layouts.is_empty()
+    }
+
+    /// Looks at up to [`LOOKS_PER_TICK`] of `open` — (tgid, g) of goroutines
+    /// serving requests — at monotonic time `now`, and returns the waits seen.
+    pub fn tick(
+        &mut self,
+        open: &[(u32, u64)],
+        now: u64,
+        stacks: &mut Stacks,
+    ) -> Vec<(u64, GoWait)> {
+        let mut out = Vec::new();
+        if open.is_empty() {
+            self.last_look.clear();
+            return out;
+        }
+        let n = open.len().min(LOOKS_PER_TICK);
+        for k in 0..n {
+            let (tgid, g) = open[(self.cursor + k) % open.len()];
+            let Some(layout) = self.layouts.get(&tgid) else {
+                continue;
+            };
+            let span = self
+                .last_look
+                .insert(g, now)
+                .map_or(FIRST_SPAN_NS, |t| now.saturating_sub(t).min(MAX_SPAN_NS));
+            self.looks += 1;
+            match look(tgid, g, layout) {
+                Look::Waiting { reason, pcs } => {
+                    let stack = stacks.intern_goroutine(tgid, &pcs);
+                    out.push((
+                        g,
+                        GoWait {
+                            start: now.saturating_sub(span / 2),
+                            end: now + span / 2,
+                            tgid,
+                            reason,
+                            stack,
+                        },
+                    ));
+                }
+                Look::Busy => {}
+                Look::Unreadable => self.failed += 1,
+            }
+        }
+        self.cursor = (self.cursor + n) % open.len();
+        if self.last_look.len() > open.len() * 2 + 64 {
+            let live: rustc_hash::FxHashSet<u64> = open.iter().map(|&(_, g)| g).collect();
+            self.last_look.retain(|g, _| live.contains(g));
+        }
+        out
+    }
+}
+
+enum Look {
+    /// Parked by the runtime: its wait reason and stack (pcs, leaf first).
+    Waiting {
+        reason: u8,
+        pcs: Vec<u64>,
+    },
+    /// Running, runnable, or in a system call: the kernel's samples and
+    /// blocks cover it.
+    Busy,
+    Unreadable,
+}
+
+fn look(tgid: u32, g: u64, l: &Layout) -> Look {
+    let mut gbuf = [0u8; G_BYTES];
+    if read(tgid, g, &mut gbuf) != G_BYTES {
+        return Look::Unreadable;
+    }
+    let u32_at = |o: u32| {
+        let o = o as usize;
+        gbuf.get(o..o + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: u32| {
+        let o = o as usize;
+        gbuf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    if u32_at(l.atomicstatus) & !G_SCAN != G_WAITING {
+        return Look::Busy;
+    }
+    let reason = gbuf.get(l.waitreason as usize).copied().unwrap_or(0);
+    let (pc, sp, bp) = (
+        u64_at(l.sched + l.gobuf_pc),
+        u64_at(l.sched + l.gobuf_sp),
+        u64_at(l.sched + l.gobuf_bp),
+    );
+    // `runtime.g` starts with its stack bounds.
+    let hi = u64_at(8);
+    let mut pcs = vec![pc];
+    if sp != 0 && sp < hi {
+        let len = usize::try_from(hi - sp)
+            .unwrap_or(STACK_BYTES)
+            .min(STACK_BYTES);
+        let mut stack = vec![0u8; len];
+        let got = read(tgid, sp, &mut stack);
+        walk(&stack[..got], sp, bp, &mut pcs);
+    }
+    Look::Waiting { reason, pcs }
+}
+
+/// Follows the frame-pointer chain from `bp` inside `stack` (read from
+/// address `base`): each frame holds the caller's `bp`, then the return address.
+fn walk(stack: &[u8], base: u64, mut bp: u64, pcs: &mut Vec<u64>) {
+    let word = |addr: u64| -> Option<u64> {
+        let off = usize::try_from(addr.checked_sub(base)?).ok()?;
+        Some(u64::from_le_bytes(
+            stack.get(off..off + 8)?.try_into().ok()?,
+        ))
+    };
+    while pcs.len() < MAX_FRAMES {
+        let (Some(next), Some(ret)) = (word(bp), word(bp + 8)) else {
+            break;
+        };
+        if ret == 0 {
+            break;
+        }
+        pcs.push(ret);
+        // Frames go up the stack; anything else is the end (or garbage).
+        if next <= bp {
+            break;
+        }
+        bp = next;
+    }
+}
+
+/// Reads `buf.len()` bytes at `addr` of process `tgid`; returns how many were read.
+fn read(tgid: u32, addr: u64, buf: &mut [u8]) -> usize {
+    let len = buf.len();
+    let local = [IoSliceMut::new(buf)];
+    let remote = [libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    }];
+    // SAFETY: the local iovec covers `buf`, which outlives the call; the
+    // remote one is only read, by the kernel, in the other process.
+    let n = unsafe {
+        libc::process_vm_readv(
+            tgid as libc::pid_t,
+            local.as_ptr().cast::<libc::iovec>(),
+            1,
+            remote.as_ptr(),
+            1,
+            0,
+        )
+    };
+    usize::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_frame_pointers_upward_only() {
+        // Frames at 0x1010 -> 0x1030 -> 0x1050 (whose saved bp points down: the end).
+        let base = 0x1000u64;
+        let mut stack = vec![0u8; 0x80];
+        let mut put = |addr: u64, v: u64| {
+            let o = (addr - base) as usize;
+            stack[o..o + 8].copy_from_slice(&v.to_le_bytes());
+        };
+        put(0x1010, 0x1030);
+        put(0x1018, 0xaaa);
+        put(0x1030, 0x1050);
+        put(0x1038, 0xbbb);
+        put(0x1050, 0x1008);
+        put(0x1058, 0xccc);
+        let mut pcs = vec![0x999];
+        walk(&stack, base, 0x1010, &mut pcs);
+        assert_eq!(pcs, vec![0x999, 0xaaa, 0xbbb, 0xccc]);
+        let mut none = vec![1];
+        walk(&stack, base, 0x9000, &mut none);
+        assert_eq!(none, vec![1], "a bp outside the stack read ends the walk");
+    }
+
+    #[test]
+    fn reading_another_process_memory_and_failing_cleanly() {
+        let value: u64 = 0x1234_5678_9abc_def0;
+        let mut buf = [0u8; 8];
+        let n = read(
+            std::process::id(),
+            std::ptr::addr_of!(value) as u64,
+            &mut buf,
+        );
+        assert_eq!(n, 8);
+        assert_eq!(u64::from_le_bytes(buf), value);
+        assert_eq!(read(std::process::id(), 8, &mut buf), 0, "unmapped");
+    }
+}
