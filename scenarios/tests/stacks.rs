@@ -237,5 +237,24 @@ fn go_samples_belong_to_the_goroutine_not_the_thread() {
             sleep_burn * 100 <= cpu_burn,
             "{comm}: /sleep/30 took {sleep_burn} µs of burnCPU samples (/cpu/20 has {cpu_burn})"
         );
+        // The sleepers' time is their goroutines' sleep, read by the sampler.
+        let r = route(&out.report, "GET", "/sleep/30").expect("route");
+        let top = &r["blocked_on"][0];
+        assert!(
+            top["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("time.Sleep in main.main.func")),
+            "{comm}: {}",
+            r["blocked_on"]
+        );
+        assert!(
+            top["us"].as_u64().unwrap_or(0) >= 15_000,
+            "{comm}: time.Sleep explains at least half of the 30 ms: {top}"
+        );
+        assert!(
+            r["explained_pct"].as_f64().unwrap_or(0.0) >= 50.0,
+            "{comm}: explained {}",
+            r["explained_pct"]
+        );
     }
 }

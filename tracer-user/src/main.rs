@@ -69,6 +69,10 @@ struct Common {
     /// Do not trace off-CPU time (context switches of the traced threads).
     #[arg(long)]
     no_off_cpu: bool,
+    /// Do not sample the goroutines of Go programs (waits inside the
+    /// process, on a lock, a channel, a sleep, are then not seen).
+    #[arg(long)]
+    no_goroutines: bool,
 }
 
 impl Common {
@@ -92,6 +96,7 @@ impl Common {
             children,
             freq: self.freq,
             off_cpu: !self.no_off_cpu,
+            goroutines: !self.no_goroutines,
             min_block: Duration::from_secs_f64(self.min_block / 1000.0),
         })
     }

@@ -123,6 +123,11 @@ pub fn run(plan: Plan) -> Result<()> {
     } else {
         None
     };
+    let goroutines = if rounds > 0 {
+        Some(goroutine_cost(&server, rounds, seconds, &out_dir)?)
+    } else {
+        None
+    };
     drop(server);
     let dir = workspace_root().join("bench");
     fs::create_dir_all(&dir)?;
@@ -146,6 +151,29 @@ pub fn run(plan: Plan) -> Result<()> {
         md.push_str(&costs_md);
         json["per_event_cost"] = costs_json;
     }
+    if let Some((g_md, g_json)) = goroutines {
+        md.push_str(&g_md);
+        json["goroutine_sampler"] = g_json;
+    }
+    scale_section(held, churn, &out_dir, &mut md, &mut json)?;
+    fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    fs::write(dir.join("results.md"), &md)?;
+    println!("{md}");
+    println!("written: bench/results.json, bench/results.md");
+    Ok(())
+}
+
+/// The scale run: connections held and churned, counts and the tracer's memory.
+fn scale_section(
+    held: u64,
+    churn: u64,
+    out_dir: &Path,
+    md: &mut String,
+    json: &mut Value,
+) -> Result<()> {
     eprintln!("bench: scale run, {held} connections held open, {churn} opened and closed");
     let scale = scenarios::scale::run(held, churn, &out_dir.join("scale"))?;
     let _ = writeln!(md, "\n### Scale\n");
@@ -169,13 +197,6 @@ pub fn run(plan: Plan) -> Result<()> {
         scale.rss_growth_pct()
     );
     json["scale"] = serde_json::to_value(&scale)?;
-    fs::write(
-        dir.join("results.json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
-    fs::write(dir.join("results.md"), &md)?;
-    println!("{md}");
-    println!("written: bench/results.json, bench/results.md");
     Ok(())
 }
 
@@ -235,6 +256,78 @@ fn measure(config: Config, pid: u32, url: &str, seconds: u32, out_dir: &Path) ->
             measure_tool(child, load)
         }
     }
+}
+
+/// Handlers that park (`/sleep/5`: 50 connections, so about 50 goroutines
+/// parked at any time, more than the sampler looks at per tick): the
+/// server's req/s and the tracer's CPU with the goroutine sampler and
+/// without (`--no-goroutines`), in rotated rounds.
+fn goroutine_cost(
+    server: &Server,
+    rounds: usize,
+    seconds: u32,
+    out_dir: &Path,
+) -> Result<(String, Value)> {
+    let url = server.url("/sleep/5");
+    let configs: [(&str, &[&str]); 3] = [
+        ("untraced", &[]),
+        ("tracer record (goroutine sampler on)", &[]),
+        ("tracer record --no-goroutines", &["--no-goroutines"]),
+    ];
+    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); configs.len()];
+    for round in 0..rounds {
+        for i in 0..configs.len() {
+            let k = (i + round) % configs.len();
+            let (name, extra) = configs[k];
+            let load = || wrk_latency(&url, WRK_THREADS, WRK_CONNECTIONS, seconds);
+            let run = if k == 0 {
+                (load()?.req_per_s, 0.0, 0.0)
+            } else {
+                let tracer =
+                    TracerRun::record(&[server.pid()], &out_dir.join("goroutines"), extra)?;
+                let (wrk, cpu) = with_cpu(tracer.pid(), load)?;
+                let done = tracer.stop()?;
+                if !done.status.success() {
+                    bail!("tracer failed: {}", done.stderr);
+                }
+                let looks = done.report["goroutines"]["looks"].as_f64().unwrap_or(0.0)
+                    / done.report["duration_s"].as_f64().unwrap_or(1.0).max(1e-9);
+                (wrk.req_per_s, cpu, looks)
+            };
+            eprintln!(
+                "bench: goroutines round {} {name:<40} {:>9.0} req/s",
+                round + 1,
+                run.0
+            );
+            runs[k].push(run);
+        }
+    }
+    let med = |k: usize, f: fn(&(f64, f64, f64)) -> f64| median(runs[k].iter().map(f).collect());
+    let base = med(0, |r| r.0).max(1e-9);
+    let mut md = String::from(
+        "\n### Goroutine sampler\n\nHandlers that park (`/sleep/5`, 50 connections), with the goroutine sampler and without:\n\n| configuration | req/s | vs untraced | tracer CPU (% of a core) | goroutine looks/s |\n|---|---:|---:|---:|---:|\n",
+    );
+    let mut rows = Vec::new();
+    for (k, (name, _)) in configs.iter().enumerate() {
+        let (rps, cpu, looks) = (med(k, |r| r.0), med(k, |r| r.1), med(k, |r| r.2));
+        let _ = writeln!(
+            md,
+            "| {name} | {rps:.0} | {:.1}% | {} | {} |",
+            rps * 100.0 / base,
+            if k == 0 {
+                "-".to_string()
+            } else {
+                format!("{cpu:.1}%")
+            },
+            if k == 0 {
+                "-".to_string()
+            } else {
+                format!("{looks:.0}")
+            },
+        );
+        rows.push(json!({"config": name, "req_per_s": rps, "vs_untraced": rps / base, "tracer_cpu_pct": cpu, "looks_per_s": looks}));
+    }
+    Ok((md, Value::Array(rows)))
 }
 
 /// One more tracer run with the kernel counting each program's runs and

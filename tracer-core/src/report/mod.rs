@@ -38,6 +38,8 @@ pub struct Report {
     pub events: u64,
     pub events_per_s: f64,
     pub sampling: Sampling,
+    /// The goroutine sampler: Go programs whose waits it reads, and its work.
+    pub goroutines: GoroutineSampling,
     pub routes: Vec<RouteReport>,
     pub slowest: Vec<SlowReport>,
     pub listeners: Vec<ListenerReport>,
@@ -78,6 +80,18 @@ pub struct Sampling {
     pub off_cpu: bool,
     /// Shortest block reported off-CPU.
     pub min_block_us: u64,
+}
+
+/// What the goroutine sampler did.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct GoroutineSampling {
+    pub enabled: bool,
+    /// Go programs whose goroutines it could read.
+    pub processes: u32,
+    /// Looks at goroutines serving requests, and those that could not be
+    /// read (the goroutine or the process gone meanwhile).
+    pub looks: u64,
+    pub unreadable: u64,
 }
 
 #[derive(Serialize)]
@@ -170,6 +184,7 @@ pub struct Meta {
     pub open_peak: usize,
     pub counters: Counters,
     pub sampling: Sampling,
+    pub goroutines: GoroutineSampling,
     /// Per port: (overflows, SYN-ACK retransmits), from the kernel's counters.
     pub listen_counters: Vec<(u16, tracer_common::ListenCounters)>,
     pub netstat: Netstat,
@@ -313,6 +328,7 @@ pub fn build(
             stack_table_full: c.stack_table_full,
         },
         sampling: meta.sampling,
+        goroutines: meta.goroutines,
         events: c.events,
         events_per_s: if meta.duration_s > 0.0 {
             c.events as f64 / meta.duration_s

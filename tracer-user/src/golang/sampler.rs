@@ -13,7 +13,7 @@
 use std::io::IoSliceMut;
 
 use rustc_hash::FxHashMap;
-use tracer_core::attribution::GoWait;
+use tracer_core::{attribution::GoWait, report::GoroutineSampling};
 
 use super::layout::Layout;
 use crate::symbols::stacks::Stacks;
@@ -38,6 +38,8 @@ const G_BYTES: usize = 256;
 
 #[derive(Default)]
 pub struct Sampler {
+    /// Off (`--no-goroutines`): processes are not taken.
+    off: bool,
     layouts: FxHashMap<u32, Layout>,
     /// When each goroutine was last looked at.
     last_look: FxHashMap<u64, u64>,
@@ -49,12 +51,31 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    pub fn new(on: bool) -> Self {
+        Sampler {
+            off: !on,
+            ..Sampler::default()
+        }
+    }
+
     pub fn add_process(&mut self, tgid: u32, layout: Layout) {
-        self.layouts.insert(tgid, layout);
+        if !self.off {
+            self.layouts.insert(tgid, layout);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.layouts.is_empty()
+    }
+
+    /// What the sampler did, for the report.
+    pub fn summary(&self) -> GoroutineSampling {
+        GoroutineSampling {
+            enabled: !self.off,
+            processes: self.layouts.len() as u32,
+            looks: self.looks,
+            unreadable: self.failed,
+        }
     }
 
     /// Looks at up to [`LOOKS_PER_TICK`] of `open` — (tgid, g) of goroutines

@@ -63,7 +63,7 @@ impl Session {
             tracker: Tracker::new(),
             stacks: Stacks::new(stack_map),
             targets: Targets::default(),
-            sampler: Sampler::default(),
+            sampler: Sampler::new(settings.goroutines),
             warnings,
         })
     }

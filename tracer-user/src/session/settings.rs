@@ -11,6 +11,8 @@ pub struct Settings {
     /// On-CPU sampling frequency in Hz, 0 for none.
     pub freq: u64,
     pub off_cpu: bool,
+    /// Sample the goroutines serving Go requests.
+    pub goroutines: bool,
     pub min_block: Duration,
 }
 

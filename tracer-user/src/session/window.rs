@@ -16,7 +16,7 @@ use tracer_core::{
     analysis::facts,
     counters::Counters,
     process::Process,
-    report::{self, Meta, Netstat, Sampling, folded},
+    report::{self, GoroutineSampling, Meta, Netstat, Sampling, folded},
     stack::Frame,
     track::{Finished, Tracker},
 };
@@ -38,6 +38,7 @@ pub struct OpenWindow {
 /// The cumulative figures when a window ends.
 pub struct End {
     duration_s: f64,
+    goroutines: GoroutineSampling,
     counters: Counters,
     program_costs: Vec<(String, u64, u64)>,
     listen_counters: Vec<(u16, ListenCounters)>,
@@ -76,7 +77,8 @@ impl OpenWindow {
         self.window.record(finished);
     }
 
-    /// Reads what the kernel counted: while the programs are attached.
+    /// Reads what the kernel and the goroutine sampler counted: while the
+    /// programs are attached.
     pub fn end(&self, session: &Session) -> Result<End> {
         let after = procfs::tcp_ext(self.netstat_pid);
         let delta = |name: &str| {
@@ -87,6 +89,7 @@ impl OpenWindow {
         };
         Ok(End {
             duration_s: self.t0.elapsed().as_secs_f64(),
+            goroutines: session.sampler.summary(),
             counters: session.probes.counters()?,
             // Cumulative since attach: exact for the whole run's window.
             program_costs: session.probes.program_costs(),
@@ -121,6 +124,7 @@ impl OpenWindow {
             open_peak: tracker.open_peak(),
             counters: w.counters(&end.counters),
             sampling: self.sampling,
+            goroutines: end.goroutines,
             listen_counters: end.listen_counters,
             netstat: end.netstat,
             diagnosis: facts::diagnosis(
