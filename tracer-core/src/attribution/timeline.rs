@@ -50,8 +50,19 @@ impl Timeline {
         trim(&mut log.samples, s.ts, |s| s.ts);
     }
 
+    /// A goroutine wait; one that goes on where the last one of the same
+    /// worker left off (same stack, same reason) extends it.
     pub fn push_go_wait(&mut self, worker: Worker, w: GoWait) {
         let log = self.threads.entry(worker).or_default();
+        if let Some(last) = log.go_waits.back_mut()
+            && last.stack == w.stack
+            && last.reason == w.reason
+            && last.tgid == w.tgid
+            && w.start <= last.end
+        {
+            last.end = last.end.max(w.end);
+            return;
+        }
         log.go_waits.push_back(w);
         trim(&mut log.go_waits, w.end, |w| w.end);
     }
@@ -119,7 +130,7 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::{Target, Worker};
+    use crate::attribution::{GoWait, Target, Worker};
 
     fn off(start: u64, end: u64) -> OffCpu {
         OffCpu {
@@ -203,5 +214,30 @@ mod tests {
             1,
             "older than the horizon is gone"
         );
+    }
+
+    #[test]
+    fn a_wait_seen_again_extends_the_last_one() {
+        let mut t = Timeline::default();
+        let g = Worker::Goroutine(0xc000);
+        let w = |start, end, stack| GoWait {
+            start,
+            end,
+            tgid: 1,
+            reason: 19,
+            stack,
+        };
+        t.push_go_wait(g, w(0, 10, 1));
+        t.push_go_wait(g, w(8, 20, 1));
+        t.push_go_wait(g, w(20, 30, 2));
+        t.push_go_wait(g, w(40, 50, 2));
+        let a = t.within(&[g], 0, 100);
+        let mut got: Vec<(u64, u64, u32)> = a
+            .go_waits
+            .iter()
+            .map(|(w, _)| (w.start, w.end, w.stack))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![(0, 20, 1), (20, 30, 2), (40, 50, 2)]);
     }
 }

@@ -8,7 +8,7 @@ const MAGIC: &[u8] = b"\xff Go buildinf:";
 const INLINE_STRINGS: u8 = 2;
 
 /// `go1.26.1`, or `None` for binaries of other languages or Go before 1.18.
-pub fn version(elf: &object::File) -> Option<String> {
+pub fn version<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>) -> Option<String> {
     let data = elf.section_by_name(".go.buildinfo")?.data().ok()?;
     parse(data)
 }

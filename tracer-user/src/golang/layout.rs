@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use gimli::{AttributeValue, EndianSlice, LittleEndian};
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, read::ReadCache};
 
 use super::{buildinfo, known};
 
@@ -49,10 +49,12 @@ pub enum LayoutError {
 impl Layout {
     /// The layout of the Go program at `path`.
     pub fn of(path: &Path) -> Result<Layout, LayoutError> {
-        let data =
-            std::fs::read(path).map_err(|_| LayoutError::Unreadable(path.display().to_string()))?;
-        let elf = object::File::parse(&*data)
-            .map_err(|_| LayoutError::Unreadable(path.display().to_string()))?;
+        let unreadable = || LayoutError::Unreadable(path.display().to_string());
+        // Read on demand: a Go server's binary can be larger than the
+        // tracer's whole working set.
+        let file = std::fs::File::open(path).map_err(|_| unreadable())?;
+        let cache = ReadCache::new(file);
+        let elf = object::File::parse(&cache).map_err(|_| unreadable())?;
         let version = buildinfo::version(&elf);
         if version.is_none() && elf.section_by_name(".gopclntab").is_none() {
             return Err(LayoutError::NotGo);
@@ -65,8 +67,10 @@ impl Layout {
     }
 }
 
+type Elf<'a> = object::File<'a, &'a ReadCache<std::fs::File>>;
+
 /// The layout from the binary's DWARF and symbol table.
-fn from_dwarf(elf: &object::File) -> Option<Layout> {
+fn from_dwarf(elf: &Elf) -> Option<Layout> {
     let g = struct_members(elf, "runtime.g")?;
     let gobuf = struct_members(elf, "runtime.gobuf")?;
     let field = |members: &[(String, u32)], name: &str| {
@@ -92,7 +96,7 @@ fn from_dwarf(elf: &object::File) -> Option<Layout> {
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
 /// (name, offset) of each member of the struct `name`, from DWARF.
-fn struct_members(elf: &object::File, name: &str) -> Option<Vec<(String, u32)>> {
+fn struct_members(elf: &Elf, name: &str) -> Option<Vec<(String, u32)>> {
     let load = |id: gimli::SectionId| -> Result<std::borrow::Cow<[u8]>, gimli::Error> {
         Ok(elf
             .section_by_name(id.name())
@@ -150,7 +154,7 @@ fn attr_name(
 }
 
 /// `runtime.waitReasonStrings`, an array of Go strings, read from the file.
-fn wait_reason_strings(elf: &object::File) -> Option<Vec<String>> {
+fn wait_reason_strings(elf: &Elf) -> Option<Vec<String>> {
     let sym = elf
         .symbols()
         .find(|s| s.name() == Ok("runtime.waitReasonStrings"))?;
@@ -169,16 +173,14 @@ fn wait_reason_strings(elf: &object::File) -> Option<Vec<String>> {
 }
 
 /// `size` bytes at virtual address `addr` of the file's loaded segments.
-fn read_vaddr<'a>(elf: &object::File<'a>, addr: u64, size: u64) -> Option<&'a [u8]> {
+fn read_vaddr<'a>(elf: &Elf<'a>, addr: u64, size: u64) -> Option<&'a [u8]> {
     elf.segments().find_map(|seg| {
         let start = seg.address();
         let (_, file_size) = seg.file_range();
         if addr < start || addr + size > start + file_size {
             return None;
         }
-        let data = seg.data().ok()?;
-        let from = usize::try_from(addr - start).ok()?;
-        data.get(from..from + usize::try_from(size).ok()?)
+        seg.data_range(addr, size).ok().flatten()
     })
 }
 

@@ -26,8 +26,10 @@ pub const LOOKS_PER_TICK: usize = 16;
 /// same way all along), and a tick long for the first look.
 const MAX_SPAN_NS: u64 = 50_000_000;
 const FIRST_SPAN_NS: u64 = 2_000_000;
-/// Stack bytes read from the saved stack pointer: deep enough for a
-/// handler's frames under `net/http.(*conn).serve`.
+/// Stack bytes read from the saved stack pointer, a chunk at a time while
+/// the frame chain goes on: deep enough for a handler's frames under
+/// `net/http.(*conn).serve`.
+const STACK_CHUNK: usize = 4 * 1024;
 const STACK_BYTES: usize = 16 * 1024;
 const MAX_FRAMES: usize = 64;
 /// `_Gwaiting`, and the bit the garbage collector sets while scanning.
@@ -41,8 +43,10 @@ pub struct Sampler {
     /// Off (`--no-goroutines`): processes are not taken.
     off: bool,
     layouts: FxHashMap<u32, Layout>,
-    /// When each goroutine was last looked at.
-    last_look: FxHashMap<u64, u64>,
+    /// When each goroutine was last looked at, and if it was parked, where
+    /// (saved pc and sp) with the stack read there: a goroutine still
+    /// parked at the same place has the same stack, which is not read again.
+    last_look: FxHashMap<u64, (u64, Option<Parked>)>,
     /// Where the round-robin over open goroutines resumes.
     cursor: usize,
     /// Looks made, and reads that failed (a goroutine gone meanwhile).
@@ -97,14 +101,19 @@ impl Sampler {
             let Some(layout) = self.layouts.get(&tgid) else {
                 continue;
             };
-            let span = self
-                .last_look
-                .insert(g, now)
-                .map_or(FIRST_SPAN_NS, |t| now.saturating_sub(t).min(MAX_SPAN_NS));
+            let (span, before) = match self.last_look.get(&g) {
+                Some(&(t, parked)) => (now.saturating_sub(t).min(MAX_SPAN_NS), parked),
+                None => (FIRST_SPAN_NS, None),
+            };
             self.looks += 1;
-            match look(tgid, g, layout) {
-                Look::Waiting { reason, pcs } => {
-                    let stack = stacks.intern_goroutine(tgid, &pcs);
+            let seen = look(tgid, g, layout, before, stacks);
+            let parked = match seen {
+                Look::Waiting(p) => Some(p),
+                _ => None,
+            };
+            self.last_look.insert(g, (now, parked));
+            match seen {
+                Look::Waiting(Parked { reason, stack, .. }) => {
                     out.push((
                         g,
                         GoWait {
@@ -129,19 +138,27 @@ impl Sampler {
     }
 }
 
+/// A parked goroutine: where it parked, why, and its stack's id.
+#[derive(Clone, Copy)]
+struct Parked {
+    pc: u64,
+    sp: u64,
+    reason: u8,
+    stack: u32,
+}
+
 enum Look {
-    /// Parked by the runtime: its wait reason and stack (pcs, leaf first).
-    Waiting {
-        reason: u8,
-        pcs: Vec<u64>,
-    },
+    /// Parked by the runtime.
+    Waiting(Parked),
     /// Running, runnable, or in a system call: the kernel's samples and
     /// blocks cover it.
     Busy,
     Unreadable,
 }
 
-fn look(tgid: u32, g: u64, l: &Layout) -> Look {
+/// Reads goroutine `g` of `tgid`; its stack only if it parked somewhere
+/// else than `before`.
+fn look(tgid: u32, g: u64, l: &Layout, before: Option<Parked>, stacks: &mut Stacks) -> Look {
     let mut gbuf = [0u8; G_BYTES];
     if read(tgid, g, &mut gbuf) != G_BYTES {
         return Look::Unreadable;
@@ -166,23 +183,56 @@ fn look(tgid: u32, g: u64, l: &Layout) -> Look {
         u64_at(l.sched + l.gobuf_sp),
         u64_at(l.sched + l.gobuf_bp),
     );
+    if let Some(p) = before.filter(|p| p.pc == pc && p.sp == sp && p.reason == reason) {
+        return Look::Waiting(p);
+    }
     // `runtime.g` starts with its stack bounds.
     let hi = u64_at(8);
+    let pcs = read_stack(tgid, pc, sp, bp, hi);
+    Look::Waiting(Parked {
+        pc,
+        sp,
+        reason,
+        stack: stacks.intern_goroutine(tgid, &pcs),
+    })
+}
+
+/// The frames of a parked goroutine, leaf first: its saved pc, then the
+/// return addresses up the frame-pointer chain, read a chunk at a time.
+fn read_stack(tgid: u32, pc: u64, sp: u64, bp: u64, hi: u64) -> Vec<u64> {
     let mut pcs = vec![pc];
-    if sp != 0 && sp < hi {
-        let len = usize::try_from(hi - sp)
-            .unwrap_or(STACK_BYTES)
-            .min(STACK_BYTES);
-        let mut stack = vec![0u8; len];
-        let got = read(tgid, sp, &mut stack);
-        walk(&stack[..got], sp, bp, &mut pcs);
+    if sp == 0 || sp >= hi {
+        return pcs;
     }
-    Look::Waiting { reason, pcs }
+    let limit = usize::try_from(hi - sp)
+        .unwrap_or(STACK_BYTES)
+        .min(STACK_BYTES);
+    let mut stack = Vec::new();
+    while stack.len() < limit {
+        let from = stack.len();
+        stack.resize((from + STACK_CHUNK).min(limit), 0);
+        let got = read(tgid, sp + from as u64, &mut stack[from..]);
+        stack.truncate(from + got);
+        pcs.truncate(1);
+        let end = walk(&stack, sp, bp, &mut pcs);
+        if got == 0 || end != Walk::OutOfBuffer {
+            break;
+        }
+    }
+    pcs
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Walk {
+    /// The chain ended (or turned into garbage).
+    Done,
+    /// The next frame lies beyond what was read.
+    OutOfBuffer,
 }
 
 /// Follows the frame-pointer chain from `bp` inside `stack` (read from
 /// address `base`): each frame holds the caller's `bp`, then the return address.
-fn walk(stack: &[u8], base: u64, mut bp: u64, pcs: &mut Vec<u64>) {
+fn walk(stack: &[u8], base: u64, mut bp: u64, pcs: &mut Vec<u64>) -> Walk {
     let word = |addr: u64| -> Option<u64> {
         let off = usize::try_from(addr.checked_sub(base)?).ok()?;
         Some(u64::from_le_bytes(
@@ -191,7 +241,11 @@ fn walk(stack: &[u8], base: u64, mut bp: u64, pcs: &mut Vec<u64>) {
     };
     while pcs.len() < MAX_FRAMES {
         let (Some(next), Some(ret)) = (word(bp), word(bp + 8)) else {
-            break;
+            return if bp >= base {
+                Walk::OutOfBuffer
+            } else {
+                Walk::Done
+            };
         };
         if ret == 0 {
             break;
@@ -203,6 +257,7 @@ fn walk(stack: &[u8], base: u64, mut bp: u64, pcs: &mut Vec<u64>) {
         }
         bp = next;
     }
+    Walk::Done
 }
 
 /// Reads `buf.len()` bytes at `addr` of process `tgid`; returns how many were read.
@@ -248,11 +303,16 @@ mod tests {
         put(0x1050, 0x1008);
         put(0x1058, 0xccc);
         let mut pcs = vec![0x999];
-        walk(&stack, base, 0x1010, &mut pcs);
+        assert_eq!(walk(&stack, base, 0x1010, &mut pcs), Walk::Done);
         assert_eq!(pcs, vec![0x999, 0xaaa, 0xbbb, 0xccc]);
-        let mut none = vec![1];
-        walk(&stack, base, 0x9000, &mut none);
-        assert_eq!(none, vec![1], "a bp outside the stack read ends the walk");
+        let mut beyond = vec![1];
+        assert_eq!(walk(&stack, base, 0x9000, &mut beyond), Walk::OutOfBuffer);
+        assert_eq!(beyond, vec![1], "a bp beyond the stack read asks for more");
+        assert_eq!(
+            walk(&stack, base, 0x10, &mut beyond),
+            Walk::Done,
+            "below it: garbage"
+        );
     }
 
     #[test]
