@@ -151,8 +151,10 @@ fn burning_cpu_shows(bin: &std::path::Path, comm: &str) {
         "oncpu.folded lacks main.burnCPU:\n{oncpu}"
     );
     assert!(
-        oncpu.contains("net/http.(*conn).serve"),
-        "oncpu.folded lacks net/http.(*conn).serve"
+        oncpu.lines().any(|l| l
+            .find("net/http.(*conn).serve")
+            .is_some_and(|serve| l[serve..].contains("main.burnCPU"))),
+        "no stack with main.burnCPU under net/http.(*conn).serve:\n{oncpu}"
     );
 
     // The route's on-CPU samples, from the chain flame graph.
