@@ -68,16 +68,24 @@ impl Session {
         })
     }
 
+    /// The traced processes, and what must learn of each new one.
+    fn targets_and_observers(&mut self) -> (&mut Targets, Observers<'_>) {
+        (
+            &mut self.targets,
+            Observers {
+                probes: &mut self.probes,
+                stacks: &mut self.stacks,
+                tracker: &mut self.tracker,
+                sampler: &mut self.sampler,
+                warnings: &mut self.warnings,
+            },
+        )
+    }
+
     /// Starts tracing the target.
     pub fn start(&mut self, target: Target, pids: &[u32], children: bool) -> Result<()> {
-        let mut o = Observers {
-            probes: &mut self.probes,
-            stacks: &mut self.stacks,
-            tracker: &mut self.tracker,
-            sampler: &mut self.sampler,
-            warnings: &mut self.warnings,
-        };
-        self.targets.start(target, pids, children, &mut o)
+        let (targets, mut o) = self.targets_and_observers();
+        targets.start(target, pids, children, &mut o)
     }
 
     /// Looks at the goroutines serving Go requests now.
@@ -95,14 +103,8 @@ impl Session {
     /// exits, name new stacks while their processes live. Returns whether
     /// every traced process is gone.
     pub fn check(&mut self) -> Result<bool> {
-        let mut o = Observers {
-            probes: &mut self.probes,
-            stacks: &mut self.stacks,
-            tracker: &mut self.tracker,
-            sampler: &mut self.sampler,
-            warnings: &mut self.warnings,
-        };
-        self.targets.adopt_forks(&mut o)?;
+        let (targets, mut o) = self.targets_and_observers();
+        targets.adopt_forks(&mut o)?;
         self.tracker.sweep(clock::monotonic_ns());
         if self.tracker.compact() {
             // SAFETY: malloc_trim has no preconditions.
