@@ -19,4 +19,7 @@ pub trait StackNames {
     fn goroutine_frames(&mut self, tgid: u32, stack: u32) -> Vec<Frame>;
     /// The name of a wait reason of the Go program `tgid` (`chan receive`).
     fn wait_reason(&mut self, tgid: u32, reason: u8) -> Option<String>;
+    /// Where frame `frame` (root-first index) of a goroutine stack is in the
+    /// source: `main.go:27`.
+    fn goroutine_call_site(&mut self, tgid: u32, stack: u32, frame: usize) -> Option<String>;
 }

@@ -47,7 +47,13 @@ pub fn name(cause: &Cause, names: &mut dyn StackNames) -> String {
         let reason = names
             .wait_reason(cause.tgid, cause.reason)
             .unwrap_or_else(|| format!("wait reason {}", cause.reason));
-        return goroutine_wait(&reason, &frames);
+        let mut what = goroutine_wait(&reason, &frames);
+        if let Some(line) =
+            waiter(&frames).and_then(|i| names.goroutine_call_site(cause.tgid, stack, i))
+        {
+            what.push_str(&format!(" at {line}"));
+        }
+        return what;
     }
     let leaf = names.user_leaf(cause.tgid, cause.user_stack);
     describe(cause, leaf.as_deref())
@@ -94,14 +100,19 @@ pub fn goroutine_wait(reason: &str, frames: &[Frame]) -> String {
         "" => "goroutine wait",
         other => other,
     };
-    let caller = frames
-        .iter()
-        .rev()
-        .find(|f| !WAIT_PLUMBING.iter().any(|p| f.starts_with(p)) && !f.is_empty());
-    match caller {
-        Some(f) => format!("{what} in {f}"),
+    match waiter(frames) {
+        Some(i) => format!("{what} in {}", frames[i]),
         None => what.to_string(),
     }
+}
+
+/// The frame (root-first index) of the program's own function that waits:
+/// the innermost one outside the runtime's and the standard library's
+/// waiting plumbing.
+fn waiter(frames: &[Frame]) -> Option<usize> {
+    frames
+        .iter()
+        .rposition(|f| !WAIT_PLUMBING.iter().any(|p| f.starts_with(p)) && !f.is_empty())
 }
 
 /// `response from outbound 127.0.0.1:9001`, `connect to DNS 127.0.0.53:53`.
@@ -221,6 +232,9 @@ mod tests {
                 Vec::new()
             }
             fn wait_reason(&mut self, _: u32, _: u8) -> Option<String> {
+                None
+            }
+            fn goroutine_call_site(&mut self, _: u32, _: u32, _: usize) -> Option<String> {
                 None
             }
         }

@@ -191,6 +191,9 @@ mod tests {
             fn wait_reason(&mut self, _: u32, _: u8) -> Option<String> {
                 None
             }
+            fn goroutine_call_site(&mut self, _: u32, _: u32, _: usize) -> Option<String> {
+                None
+            }
         }
         let d = diagnosis(&agg, c.listeners(), c.open_peak(), &mut Plain).expect("diagnosis");
         assert_eq!(d.stage, "handler");

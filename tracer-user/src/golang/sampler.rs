@@ -20,10 +20,9 @@ use crate::symbols::stacks::Stacks;
 
 /// Goroutines looked at per tick, at most.
 pub const LOOKS_PER_TICK: usize = 16;
-/// A look stands for the time around it, half the way to the previous look
-/// and half to the next (taken to be as far): at most this long (a
-/// goroutine not looked at for longer is not assumed to have waited the
-/// same way all along), and a tick long for the first look.
+/// Looks further apart than this are not joined (a goroutine not looked at
+/// for longer is not assumed to have waited the same way all along); a
+/// first look stands for a tick around it.
 const MAX_SPAN_NS: u64 = 50_000_000;
 const FIRST_SPAN_NS: u64 = 2_000_000;
 /// Stack bytes read from the saved stack pointer, a chunk at a time while
@@ -46,7 +45,7 @@ pub struct Sampler {
     /// When each goroutine was last looked at, and if it was parked, where
     /// (saved pc and sp) with the stack read there: a goroutine still
     /// parked at the same place has the same stack, which is not read again.
-    last_look: FxHashMap<u64, (u64, Option<Parked>)>,
+    last_look: FxHashMap<u64, LastLook>,
     /// Where the round-robin over open goroutines resumes.
     cursor: usize,
     /// Looks made, and reads that failed (a goroutine gone meanwhile).
@@ -101,31 +100,37 @@ impl Sampler {
             let Some(layout) = self.layouts.get(&tgid) else {
                 continue;
             };
-            let (span, before) = match self.last_look.get(&g) {
-                Some(&(t, parked)) => (now.saturating_sub(t).min(MAX_SPAN_NS), parked),
-                None => (FIRST_SPAN_NS, None),
-            };
+            let last = self.last_look.get(&g).copied();
+            let (start, end) = stands_for(last, now);
+            let before = last.and_then(|l| l.parked);
             self.looks += 1;
             let seen = look(tgid, g, layout, before, stacks);
             let parked = match seen {
                 Look::Waiting(p) => Some(p),
                 _ => None,
             };
-            self.last_look.insert(g, (now, parked));
+            self.last_look.insert(
+                g,
+                LastLook {
+                    at: now,
+                    until: end,
+                    parked,
+                },
+            );
             match seen {
-                Look::Waiting(Parked { reason, stack, .. }) => {
+                Look::Waiting(Parked { reason, stack, .. }) if end > start => {
                     out.push((
                         g,
                         GoWait {
-                            start: now.saturating_sub(span / 2),
-                            end: now + span / 2,
+                            start,
+                            end,
                             tgid,
                             reason,
                             stack,
                         },
                     ));
                 }
-                Look::Busy => {}
+                Look::Waiting(_) | Look::Busy => {}
                 Look::Unreadable => self.failed += 1,
             }
         }
@@ -138,6 +143,15 @@ impl Sampler {
     }
 }
 
+/// The sampler's last look at a goroutine: when, up to when its time
+/// counted, and where it was parked if it was.
+#[derive(Clone, Copy)]
+struct LastLook {
+    at: u64,
+    until: u64,
+    parked: Option<Parked>,
+}
+
 /// A parked goroutine: where it parked, why, and its stack's id.
 #[derive(Clone, Copy)]
 struct Parked {
@@ -145,6 +159,23 @@ struct Parked {
     sp: u64,
     reason: u8,
     stack: u32,
+}
+
+/// The time a look at `now` stands for: from where the previous look's
+/// time ended to half-way to the next look, taken to be as far off as the
+/// previous one. Looks tile time, however irregular the ticks: no gaps,
+/// and no time counted twice (a look that comes before the previous one's
+/// time ended stands for nothing).
+fn stands_for(last: Option<LastLook>, now: u64) -> (u64, u64) {
+    match last {
+        Some(l) if now.saturating_sub(l.at) <= MAX_SPAN_NS => {
+            (l.until, l.until.max(now + (now - l.at) / 2))
+        }
+        _ => (
+            now.saturating_sub(FIRST_SPAN_NS / 2),
+            now + FIRST_SPAN_NS / 2,
+        ),
+    }
 }
 
 enum Look {
@@ -312,6 +343,28 @@ mod tests {
             walk(&stack, base, 0x10, &mut beyond),
             Walk::Done,
             "below it: garbage"
+        );
+    }
+
+    #[test]
+    fn looks_tile_time_however_irregular_the_ticks() {
+        const MS: u64 = 1_000_000;
+        let mut last = None;
+        let mut spans = Vec::new();
+        for at in [100 * MS, 102 * MS, 110 * MS, 111 * MS, 200 * MS] {
+            let (start, until) = stands_for(last, at);
+            spans.push((start / MS, until / MS));
+            last = Some(LastLook {
+                at,
+                until,
+                parked: None,
+            });
+        }
+        // 99-101, then each from where the last ended; the last look comes
+        // after more than MAX_SPAN, so it starts afresh.
+        assert_eq!(
+            spans,
+            vec![(99, 101), (101, 103), (103, 114), (114, 114), (199, 201)]
         );
     }
 

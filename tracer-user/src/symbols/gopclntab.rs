@@ -28,6 +28,9 @@ pub struct GoTable {
     section: u64,
     /// Offsets inside the section, from its header.
     funcnames: u64,
+    cutab: u64,
+    filetab: u64,
+    pctab: u64,
     pcln: u64,
     /// Virtual address that function entry offsets count from.
     text_start: u64,
@@ -75,7 +78,8 @@ impl GoTable {
             0 => text?,
             t => t,
         };
-        let (funcnames, pcln) = (word(3)?, word(7)?);
+        let (funcnames, cutab, filetab, pctab, pcln) =
+            (word(3)?, word(4)?, word(5)?, word(6)?, word(7)?);
         let mut raw = vec![0u8; (nfunc + 1).checked_mul(8)?];
         file.read_exact_at(&mut raw, offset + pcln).ok()?;
         let functab = raw
@@ -90,6 +94,9 @@ impl GoTable {
             file,
             section: offset,
             funcnames,
+            cutab,
+            filetab,
+            pctab,
             pcln,
             text_start,
             functab,
@@ -97,17 +104,41 @@ impl GoTable {
         })
     }
 
-    /// The function at file offset `offset` of the executable.
-    pub fn name_at_file_offset(&self, offset: u64) -> Option<String> {
+    /// The virtual address of file offset `offset` of the executable.
+    fn vaddr(&self, offset: u64) -> Option<u64> {
         let &(seg_off, _, vaddr) = self
             .segments
             .iter()
             .find(|&&(off, size, _)| offset >= off && offset < off + size)?;
-        self.name_at(offset - seg_off + vaddr)
+        Some(offset - seg_off + vaddr)
     }
 
-    /// The function at virtual address `addr`, as the executable was linked.
-    pub fn name_at(&self, addr: u64) -> Option<String> {
+    /// The function at file offset `offset` of the executable.
+    pub fn name_at_file_offset(&self, offset: u64) -> Option<String> {
+        self.name_at(self.vaddr(offset)?)
+    }
+
+    /// The source line of the call that return address `ret` (a file
+    /// offset) returns from: `mutex-contention/main.go:27`. `None` when the
+    /// call sits in code inlined from another file (`sync.(*Mutex).Lock`
+    /// inlined into the caller): the caller's own line would need the
+    /// inline tree, and the inlined file's line is not the caller's.
+    pub fn call_site_at_file_offset(&self, ret: u64) -> Option<String> {
+        let call = self.vaddr(ret)?.checked_sub(1)?;
+        let (file, line) = self.line_at(call)?;
+        let (_, entry) = self.func_at(call)?;
+        let (own_file, _) = self.line_at(self.text_start + u64::from(entry))?;
+        if file != own_file {
+            return None;
+        }
+        // The last two parts of the path say which file without its whole build path.
+        let mut parts: Vec<&str> = file.rsplitn(3, '/').take(2).collect();
+        parts.reverse();
+        Some(format!("{}:{line}", parts.join("/")))
+    }
+
+    /// The `_func` record of the function at `addr`, and its entry offset.
+    fn func_at(&self, addr: u64) -> Option<(u64, u32)> {
         let off = u32::try_from(addr.checked_sub(self.text_start)?).ok()?;
         let (last, funcs) = self.functab.split_last()?;
         if off >= last.0 {
@@ -116,25 +147,100 @@ impl GoTable {
         let i = funcs
             .partition_point(|&(entry, _)| entry <= off)
             .checked_sub(1)?;
-        let mut name_off = [0u8; 4];
-        // `_func`: entryOff u32, then nameOff i32.
-        let func = self.section + self.pcln + u64::from(funcs[i].1);
-        self.file.read_exact_at(&mut name_off, func + 4).ok()?;
-        let name_off = u64::try_from(i32::from_le_bytes(name_off)).ok()?;
+        Some((self.section + self.pcln + u64::from(funcs[i].1), funcs[i].0))
+    }
+
+    fn u32_at(&self, at: u64) -> Option<u32> {
+        let mut b = [0u8; 4];
+        self.file.read_exact_at(&mut b, at).ok()?;
+        Some(u32::from_le_bytes(b))
+    }
+
+    /// A NUL-terminated string at file offset `at`.
+    fn string_at(&self, at: u64) -> Option<String> {
         let mut buf = vec![0u8; NAME_MAX];
+        let n = self.file.read_at(&mut buf, at).ok()?;
+        let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
+        let s = std::str::from_utf8(&buf[..end]).ok()?;
+        (!s.is_empty()).then(|| s.to_string())
+    }
+
+    /// The function at virtual address `addr`, as the executable was linked.
+    pub fn name_at(&self, addr: u64) -> Option<String> {
+        // `_func`: entryOff u32, then nameOff i32.
+        let (func, _) = self.func_at(addr)?;
+        let name_off = u64::try_from(self.u32_at(func + 4)?.cast_signed()).ok()?;
+        self.string_at(self.section + self.funcnames + name_off)
+    }
+
+    /// (file, line) of the instruction at `addr`, from the function's
+    /// pc-value tables (`_func.pcfile` at 20, `.pcln` at 24, `.cuOffset` at 32).
+    pub fn line_at(&self, addr: u64) -> Option<(String, u32)> {
+        let (func, entry) = self.func_at(addr)?;
+        let target = addr - self.text_start;
+        let pcfile = self.u32_at(func + 20)?;
+        let pcln = self.u32_at(func + 24)?;
+        let cu = self.u32_at(func + 32)?;
+        let fileno = u64::try_from(self.pc_value(pcfile, entry, target)?).ok()?;
+        let line = u32::try_from(self.pc_value(pcln, entry, target)?).ok()?;
+        let file_off = self.u32_at(self.section + self.cutab + 4 * (u64::from(cu) + fileno))?;
+        let file = self.string_at(self.section + self.filetab + u64::from(file_off))?;
+        Some((file, line))
+    }
+
+    /// The value a pc-value table (at `table` in pctab) gives for `target`
+    /// (an offset from the text start, in a function entering at `entry`).
+    fn pc_value(&self, table: u32, entry: u32, target: u64) -> Option<i32> {
+        // Tables are short (a few bytes a line); read a generous window.
+        let mut buf = vec![0u8; 4096];
         let n = self
             .file
-            .read_at(&mut buf, self.section + self.funcnames + name_off)
+            .read_at(&mut buf, self.section + self.pctab + u64::from(table))
             .ok()?;
-        let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
-        let name = std::str::from_utf8(&buf[..end]).ok()?;
-        (!name.is_empty()).then(|| name.to_string())
+        decode_pc_value(&buf[..n], u64::from(entry), target)
     }
 
     /// Functions in the table.
     #[cfg(test)]
     fn len(&self) -> usize {
         self.functab.len().saturating_sub(1)
+    }
+}
+
+/// Walks a Go pc-value table: pairs of (value delta, zig-zag varint; pc
+/// delta, varint), starting at value -1 and the function's entry. Returns
+/// the value in force at `target`.
+fn decode_pc_value(table: &[u8], entry: u64, target: u64) -> Option<i32> {
+    let mut pos = 0;
+    let mut varint = || -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *table.get(pos)?;
+            pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    let (mut value, mut pc, mut first) = (-1i64, entry, true);
+    loop {
+        let delta = varint()?;
+        if delta == 0 && !first {
+            return None;
+        }
+        first = false;
+        let delta = if delta & 1 == 0 {
+            (delta >> 1) as i64
+        } else {
+            !((delta >> 1) as i64)
+        };
+        value += delta;
+        pc += varint()?;
+        if target < pc {
+            return i32::try_from(value).ok();
+        }
     }
 }
 
@@ -199,8 +305,26 @@ mod tests {
             assert_eq!(table.name_at(a).as_deref(), Some(name));
             assert_eq!(table.name_at(a + 1).as_deref(), Some(name), "inside {name}");
         }
+        // main.spin is on line 6 of main.go; main.main on line 8.
+        let (file, line) = table.line_at(addr("main.spin")).expect("a line");
+        assert!(file.ends_with("/main.go"), "{file}");
+        assert_eq!(line, 6);
+        assert_eq!(
+            table.line_at(addr("main.main") + 1).map(|(_, l)| l),
+            Some(8)
+        );
         assert!(table.name_at(0).is_none());
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn pc_value_tables_decode() {
+        // value -1 -> 10 over pc [0, 4), -> 12 over [4, 10): deltas +11 (zig-zag 22), +2 (4).
+        let table = [22, 4, 4, 6, 0];
+        assert_eq!(decode_pc_value(&table, 0, 0), Some(10));
+        assert_eq!(decode_pc_value(&table, 0, 3), Some(10));
+        assert_eq!(decode_pc_value(&table, 0, 4), Some(12));
+        assert_eq!(decode_pc_value(&table, 0, 10), None, "past the end");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use super::symbolize::Symbolizer;
 pub struct Stacks {
     map: StackTraceMap<MapData>,
     sym: Symbolizer,
-    /// Goroutine stacks the sampler read, named at once (root first), by id.
-    goroutines: Vec<Rc<[Frame]>>,
+    /// Goroutine stacks the sampler read, named at once (root first), and
+    /// their addresses (leaf first), by id.
+    goroutines: Vec<(Rc<[Frame]>, Vec<u64>)>,
     goroutine_ids: FxHashMap<(u32, Vec<u64>), u32>,
     /// Wait reasons' names per Go program.
     wait_reasons: FxHashMap<u32, Vec<String>>,
@@ -60,7 +61,7 @@ impl Stacks {
         let mut frames = self.sym.user(pid, pcs);
         frames.reverse();
         let id = self.goroutines.len() as u32;
-        self.goroutines.push(frames.into());
+        self.goroutines.push((frames.into(), pcs.to_vec()));
         self.goroutine_ids.insert((pid, pcs.to_vec()), id);
         id
     }
@@ -146,8 +147,17 @@ impl StackNames for Stacks {
     fn goroutine_frames(&mut self, _tgid: u32, stack: u32) -> Vec<Frame> {
         self.goroutines
             .get(stack as usize)
-            .map(|f| f.to_vec())
+            .map(|(f, _)| f.to_vec())
             .unwrap_or_default()
+    }
+
+    fn goroutine_call_site(&mut self, tgid: u32, stack: u32, frame: usize) -> Option<String> {
+        let (_, pcs) = self.goroutines.get(stack as usize)?;
+        // Root-first index to leaf-first; all but the leaf are return addresses.
+        let i = pcs.len().checked_sub(1)?.checked_sub(frame)?;
+        let addr = pcs[i];
+        let ret = if i == 0 { addr + 1 } else { addr };
+        self.sym.go_call_site(tgid, ret)
     }
 
     fn wait_reason(&mut self, tgid: u32, reason: u8) -> Option<String> {

@@ -201,6 +201,24 @@ impl Symbolizer {
         }
     }
 
+    /// The source line of the call a Go return address `ret` of `pid`
+    /// returns from, from the executable's `.gopclntab`.
+    pub fn go_call_site(&mut self, pid: u32, ret: u64) -> Option<String> {
+        let m = self
+            .procs
+            .get(&pid)?
+            .maps
+            .iter()
+            .find(|m| ret > m.start && ret <= m.end)?;
+        let (path, offset) = (m.path.clone(), ret - m.start + m.offset);
+        let table = self
+            .go
+            .entry(path.clone())
+            .or_insert_with(|| GoTable::open(&path))
+            .as_ref()?;
+        table.call_site_at_file_offset(offset)
+    }
+
     /// Frame names of kernel addresses, in the order given, suffixed `_[k]`
     /// as flame-graph tools expect for kernel frames.
     pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Frame> {
