@@ -145,7 +145,10 @@ pub struct IoEvent {
     pub protocol: u8,
     /// Valid bytes in the payload of an [`IoPayloadEvent`], else 0.
     pub payload_len: u16,
-    pub _pad: u32,
+    /// This socket's count of reads (or writes) the kernel reported,
+    /// this one included, wrapping: a gap means records were lost.
+    pub seq: u16,
+    pub _pad: u16,
     /// In a Go program, the goroutine (`g` address) that made the call; else 0.
     pub g: u64,
 }
@@ -394,14 +397,17 @@ pub struct SockState {
     /// Direction of the last read/write that moved bytes. A change of
     /// direction starts a run (a request, or a response).
     pub last_dir: u8,
-    pub _pad: u8,
+    /// Set once a traced process has used the socket and userspace was told.
+    pub announced: u8,
     /// Payload bytes captured in the current run: capture stops at
     /// [`PAYLOAD_MAX`], so a request line split over reads is still seen
     /// and no more than the first bytes of a run ever leave the kernel.
     pub captured: u16,
-    /// Set once a traced process has used the socket and userspace was told.
-    pub announced: u8,
-    pub _pad2: [u8; 3],
+    /// Reads and writes reported, per direction ([`IoEvent::seq`]): one
+    /// counter each, since a read and a write of one socket can race on
+    /// two CPUs and reach the ring buffer in either order.
+    pub read_seq: u16,
+    pub write_seq: u16,
 }
 
 #[cfg(feature = "user")]

@@ -64,6 +64,7 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
         ts
     };
     let (ready_ts, capture) = track(state, direction, ret);
+    let seq = next_seq(state, direction);
     let io = IoEvent {
         hdr: header(kind::IO, tgid, tid, ts),
         enter_ts,
@@ -75,6 +76,7 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
         dir: direction,
         protocol: 0,
         payload_len: 0,
+        seq,
         _pad: 0,
         g: current_g(tgid),
     };
@@ -132,6 +134,22 @@ fn write_start(tid: u32, fd: i32, ts: u64) -> u64 {
         } else {
             ts
         }
+    }
+}
+
+/// Counts a read or write of the socket, reported or lost alike: userspace
+/// sees a gap in a direction's sequence when records were lost.
+#[inline(always)]
+fn next_seq(sock: *mut SockState, direction: u8) -> u16 {
+    // SAFETY: map value pointer valid for this program's run.
+    unsafe {
+        let seq = if direction == dir::READ {
+            &mut (*sock).read_seq
+        } else {
+            &mut (*sock).write_seq
+        };
+        *seq = seq.wrapping_add(1);
+        *seq
     }
 }
 

@@ -64,7 +64,11 @@ pub struct StageStats {
 }
 
 pub struct RouteStats {
+    /// Requests seen, those with lost events included.
     pub count: u64,
+    /// Of those, requests whose connection lost records meanwhile: in
+    /// `count` and `outcomes`, in no other figure.
+    pub lost: u64,
     pub latency: Hist,
     pub stages: [StageStats; 6],
     pub statuses: BTreeMap<u16, u64>,
@@ -79,6 +83,7 @@ impl RouteStats {
     fn new() -> Self {
         RouteStats {
             count: 0,
+            lost: 0,
             latency: Hist::new(),
             stages: std::array::from_fn(|_| StageStats {
                 hist: Hist::new(),
@@ -97,6 +102,11 @@ impl RouteStats {
         v.sort_by_key(|&(_, us)| Reverse(us));
         v.truncate(n);
         v
+    }
+
+    /// Requests the route's figures are made of: those without lost events.
+    pub fn measured(&self) -> u64 {
+        self.count - self.lost
     }
 
     pub fn stage(&self, stage: Stage) -> &StageStats {
@@ -130,6 +140,7 @@ pub fn outcome_name(o: Outcome) -> &'static str {
         Outcome::ClientClosed => "client_closed",
         Outcome::ServerClosed => "server_closed",
         Outcome::Unanswered => "unanswered",
+        Outcome::EventsLost => "events_lost",
     }
 }
 
@@ -162,6 +173,8 @@ pub struct Aggregates {
     route_ids: FxHashMap<Box<str>, u32>,
     routes: Vec<(RouteKey, RouteStats)>,
     requests: u64,
+    /// Requests whose connection lost records while they were in progress.
+    lost: u64,
     /// Min-heap on total time: the root is the fastest of the slow ones.
     slowest: BinaryHeap<Reverse<(u64, u64)>>,
     slow_requests: FxHashMap<u64, SlowRequest>,
@@ -191,6 +204,11 @@ impl Aggregates {
         self.requests
     }
 
+    /// Of those, requests with lost events, kept out of every figure.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
     /// The chain flame graph: microseconds per (process, route, stage, leaf).
     pub fn folded(&self) -> &FxHashMap<ChainKey, u64> {
         &self.folded
@@ -206,6 +224,16 @@ impl Aggregates {
         let route_id = self.route_id(request.route.as_deref().unwrap_or(UNKNOWN_ROUTE));
         let route = &mut self.routes[route_id as usize].1;
         route.count += 1;
+        *route
+            .outcomes
+            .entry(outcome_name(request.outcome))
+            .or_default() += 1;
+        if request.outcome == Outcome::EventsLost {
+            // Counted, and kept out of every figure it would distort.
+            route.lost += 1;
+            self.lost += 1;
+            return;
+        }
         route.latency.record(us(request.total_ns()));
         for stage in Stage::ALL {
             let t = us(request.stages.get(stage));
@@ -216,10 +244,6 @@ impl Aggregates {
         if let Some(status) = request.status {
             *route.statuses.entry(status).or_default() += 1;
         }
-        *route
-            .outcomes
-            .entry(outcome_name(request.outcome))
-            .or_default() += 1;
 
         let explained = self.fold(&origin.comm, route_id, request, attribution);
         let causes = causes(origin.pid, attribution);

@@ -48,7 +48,7 @@ pub fn diagnosis(
             let handler_total = r.stage(Stage::Handler).total_us;
             RouteFacts {
                 label: key.label(),
-                count: r.count,
+                count: r.measured(),
                 p99_us: r.latency.quantile(0.99),
                 stage_totals: Stage::LATENCY
                     .iter()
@@ -58,7 +58,7 @@ pub fn diagnosis(
                     .into_iter()
                     .take(CAUSES_NAMED)
                     .map(|w| Waited {
-                        us: w.us / r.count.max(1),
+                        us: w.us / r.measured().max(1),
                         ..w
                     })
                     .collect(),

@@ -97,6 +97,10 @@ pub enum Outcome {
     ServerClosed,
     /// Still without a response when tracing stopped.
     Unanswered,
+    /// Records of its connection were lost while it was in progress (the
+    /// ring buffer was full): its times cannot be trusted, and it may be
+    /// two requests merged. Counted, and kept out of every figure.
+    EventsLost,
 }
 
 /// One completed (or abandoned) request with its chain.
@@ -244,6 +248,8 @@ struct Pending {
     status: Option<u16>,
     bytes_in: u64,
     bytes_out: u64,
+    /// Records of the connection were lost while it was in progress.
+    lost: bool,
 }
 
 impl Pending {
@@ -286,6 +292,15 @@ impl Connection {
         Connection {
             accepted_ns: None,
             ..Connection::accepted(0)
+        }
+    }
+
+    /// Records of this connection were lost (a gap in its sequence): the
+    /// request in progress, which may have absorbed a lost boundary, is
+    /// marked.
+    pub fn events_lost(&mut self) {
+        if let Some(p) = self.pending.as_mut() {
+            p.lost = true;
         }
     }
 
@@ -389,6 +404,7 @@ impl Connection {
     fn finish(&mut self, outcome: Outcome, end_ns: u64) -> Option<Request> {
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         let mut p = self.pending.take()?;
+        let outcome = if p.lost { Outcome::EventsLost } else { outcome };
         if let Some(head) = p.request_head.rest() {
             p.parse_request(&head);
         }

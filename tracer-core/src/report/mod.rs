@@ -246,7 +246,7 @@ fn route_report(
             .take(ROUTE_CAUSES_SHOWN)
             .map(|w| Blocked {
                 what: w.what,
-                us: w.us / r.count.max(1),
+                us: w.us / r.measured().max(1),
             })
             .collect(),
     }
@@ -341,8 +341,25 @@ pub fn build(
         netstat: meta.netstat,
         connections_open_peak: meta.open_peak,
         program_costs,
-        warnings: meta.warnings,
+        warnings: loss_warnings(agg, &c, meta.warnings),
     }
+}
+
+/// The session's warnings, and what the losses did to the figures.
+fn loss_warnings(agg: &Aggregates, c: &Counters, mut warnings: Vec<String>) -> Vec<String> {
+    if c.ringbuf_full > 0 {
+        warnings.push(format!(
+            "{} records lost: the ring buffer was full (the tracer fell behind)",
+            c.ringbuf_full
+        ));
+    }
+    if agg.lost() > 0 {
+        warnings.push(format!(
+            "{} requests were in progress when records of their connection were lost: counted as events_lost, left out of percentiles, stage times, slowest requests and the diagnosis",
+            agg.lost()
+        ));
+    }
+    warnings
 }
 
 fn listener_report(port: u16, l: &Listener, meta: &Meta) -> ListenerReport {

@@ -34,6 +34,25 @@ struct Conn {
     fd: i32,
     chain: Connection,
     peer: Option<SocketAddr>,
+    /// The last read and write sequence numbers seen ([`IoEvent::seq`]).
+    seqs: [Option<u16>; 2],
+}
+
+impl Conn {
+    /// Whether records of this connection were lost before this one: a
+    /// gap in the sequence of its direction.
+    fn gap_before(&mut self, ev: &IoEvent) -> bool {
+        let last = &mut self.seqs[usize::from(ev.dir == dir::WRITE)];
+        let gap = last.is_some_and(|l| {
+            let ahead = ev.seq.wrapping_sub(l);
+            // Behind (0 or half the range back) is a reordering, not a loss.
+            ahead > 1 && ahead < u16::MAX / 2
+        });
+        if last.is_none_or(|l| ev.seq.wrapping_sub(l) < u16::MAX / 2) {
+            *last = Some(ev.seq);
+        }
+        gap
+    }
 }
 
 struct Handshake {
@@ -290,6 +309,7 @@ impl Tracker {
                 fd: s.fd,
                 chain,
                 peer,
+                seqs: [None; 2],
             },
         );
         self.connections += 1;
@@ -303,6 +323,9 @@ impl Tracker {
             }
             return;
         };
+        if conn.gap_before(ev) {
+            conn.chain.events_lost();
+        }
         let io = Io {
             by: Worker::of(ev.hdr.tid, ev.g),
             enter_ns: ev.enter_ts,
@@ -788,5 +811,68 @@ mod tests {
         let mut stacks: Vec<i32> = r.attribution.samples.iter().map(|s| s.user_stack).collect();
         stacks.sort_unstable();
         assert_eq!(stacks, vec![2, 3]);
+    }
+
+    /// Records lost mid-request (ring buffer full): the response of one
+    /// request and the start of the next vanish, and what is left reads
+    /// like one long request. The gap in the write sequence marks it.
+    #[test]
+    fn a_request_spanning_lost_records_is_marked_not_measured() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        c.handle(accept(7, 1));
+        c.handle(socket(0xa, 7, 80, 1, 1));
+        let seq = |mut e: IoEvent, s: u16| {
+            e.seq = s;
+            e
+        };
+        c.handle(Event::Io(
+            seq(io(0xa, 7, dir::READ, 2, 10), 1),
+            b"GET /a HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            seq(io(0xa, 7, dir::WRITE, 3, 10), 1),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        // Lost: read 2 and write 2 (a request /b and its response, or the
+        // rest of /a's response: nothing tells). /a may end later than
+        // seen, and /c's times may hold /b's: both are marked.
+        c.handle(Event::Io(
+            seq(io(0xa, 7, dir::READ, 2000, 10), 3),
+            b"GET /c HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            seq(io(0xa, 7, dir::WRITE, 2001, 10), 3),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        // A write and a read of the next request, reordered between CPUs: no loss.
+        c.handle(Event::Io(
+            seq(io(0xa, 7, dir::READ, 2002, 10), 4),
+            b"GET /d HTTP/1.1\r\n",
+        ));
+        c.handle(Event::Io(
+            seq(io(0xa, 7, dir::WRITE, 2003, 10), 4),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.finish_all(3000 * MS);
+        let done: Vec<Finished> = c.take_finished().collect();
+        let outcome = |path: &str| {
+            done.iter()
+                .find(|f| f.request.route.as_deref() == Some(path))
+                .map(|f| f.request.outcome)
+        };
+        assert_eq!(outcome("GET /a"), Some(crate::chain::Outcome::EventsLost));
+        assert_eq!(outcome("GET /c"), Some(crate::chain::Outcome::EventsLost));
+        assert_eq!(outcome("GET /d"), Some(crate::chain::Outcome::Complete));
+
+        let mut agg = crate::aggregate::Aggregates::new(0);
+        for f in &done {
+            agg.record(f);
+        }
+        assert_eq!((agg.requests(), agg.lost()), (3, 2));
+        let (_, r) = &agg.routes()[1];
+        assert_eq!((r.count, r.lost, r.measured()), (1, 1, 0));
+        assert_eq!(r.latency.quantile(0.99), 0, "a lost request is no latency");
+        assert!(agg.slowest().iter().all(|s| s.route.path != "/c"));
     }
 }
