@@ -18,6 +18,7 @@ pub struct ScaleResult {
     pub requests_counted: u64,
     pub connections_counted: u64,
     pub connections_open_peak: u64,
+    /// Records the ring buffer could not take.
     pub dropped_events: u64,
     /// The tracer's resident memory after the first round and after the
     /// second, in KiB.
@@ -123,7 +124,7 @@ pub fn run(held: u64, churned: u64, out: &Path) -> Result<ScaleResult> {
         requests_counted: r["requests"].as_u64().unwrap_or(0),
         connections_counted: r["connections"].as_u64().unwrap_or(0),
         connections_open_peak: r["connections_open_peak"].as_u64().unwrap_or(0),
-        dropped_events: r["dropped_events"].as_u64().unwrap_or(0),
+        dropped_events: r["drops"]["ringbuf_full"].as_u64().unwrap_or(u64::MAX),
         rss_warm_kb,
         rss_end_kb,
         anon_warm_kb,

@@ -58,3 +58,28 @@ fn usage_errors_exit_non_zero() {
     assert_ne!(code, 0);
     assert!(!stderr.is_empty());
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn huge_values_are_refused_in_one_line() {
+    for args in [
+        &["record", "--pid", "1", "--duration", "1e20"][..],
+        &["record", "--pid", "1", "--min-block", "1e30"][..],
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("too long"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn kernel_threads_are_refused() {
+    let (code, stderr) = run(&["record", "--pid", "2", "--duration", "1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "tracer: 2 (kthreadd) is a kernel thread: it has no sockets of its own to trace"
+    );
+}

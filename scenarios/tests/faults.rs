@@ -67,3 +67,75 @@ fn lost_records_invent_no_requests() {
         "{warnings}"
     );
 }
+
+/// A closed terminal (SIGHUP) ends the trace like Ctrl-C: the report is written.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn sighup_writes_the_report() {
+    let mut target = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let out = scratch_dir("sighup");
+    let tracer = TracerRun::record(&[target.id()], &out, &[]).expect("tracer");
+    thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling the tracer process this test started.
+    unsafe { libc::kill(tracer.pid() as libc::pid_t, libc::SIGHUP) };
+    let done = tracer
+        .wait(Duration::from_secs(30))
+        .expect("tracer ends on SIGHUP");
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(done.report["requests"], 0, "the report was written");
+}
+
+/// A server that forks a child to serve its connections: followed by
+/// default, not with `--no-children`.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn no_children_means_no_children() {
+    const SERVER: &str = r#"
+import os, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+time.sleep(1.5)
+if os.fork() == 0:
+    served = 0
+    while served < 5:
+        c, _ = s.accept()
+        if c.recv(1024):
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            served += 1
+        c.close()
+    os._exit(0)
+os.wait()
+time.sleep(30)
+"#;
+    for (flags, expected) in [(&[][..], 5u64), (&["--no-children"][..], 0)] {
+        let port = free_port().expect("port");
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", SERVER, &port.to_string()]);
+        let server = Server::start(cmd, port).expect("forking server");
+        let tracer =
+            TracerRun::record(&[server.pid()], &scratch_dir("forks"), flags).expect("tracer");
+        thread::sleep(Duration::from_secs(2));
+        for _ in 0..5 {
+            let status = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", &server.url("/")])
+                .status()
+                .expect("curl");
+            assert!(status.success());
+        }
+        thread::sleep(Duration::from_millis(500));
+        let out = tracer.stop().expect("tracer stops");
+        assert!(out.status.success(), "{}", out.stderr);
+        assert_eq!(
+            out.report["requests"].as_u64(),
+            Some(expected),
+            "{flags:?}: {}",
+            out.report["processes"]
+        );
+        let processes = out.report["processes"].as_array().map_or(0, Vec::len);
+        assert_eq!(processes, if expected == 0 { 1 } else { 2 }, "{flags:?}");
+    }
+}

@@ -48,7 +48,11 @@ fn handler_time_and_counts_match_the_injected_load() {
     assert!(out.status.success(), "tracer failed: {}", out.stderr);
     let report = &out.report;
 
-    assert_eq!(num(report, "dropped_events"), 0, "events were dropped");
+    assert_eq!(
+        num(&report["drops"], "ringbuf_full"),
+        0,
+        "records were dropped"
+    );
     for (path, injected, load) in [("/sleep/20", 20, &s20), ("/sleep/200", 200, &s200)] {
         let r = route(report, "GET", path).unwrap_or_else(|| panic!("route GET {path} missing"));
         assert_eq!(num(r, "count"), load.responses(), "GET {path} count");

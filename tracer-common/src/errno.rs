@@ -5,3 +5,6 @@
 pub const EINTR: i64 = 4;
 /// Would block: nothing happened.
 pub const EAGAIN: i64 = 11;
+/// Bad address: for a stack, an empty one (a kernel stack taken in user
+/// mode), not a loss.
+pub const EFAULT: i64 = 14;

@@ -13,9 +13,15 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Records lost: the drops the report must show.
+    /// Everything lost, whatever the reason: the total the report shows
+    /// (`drops` breaks it down).
     pub fn dropped(&self) -> u64 {
         self.ringbuf_full
+            + self.blocked_write_full
+            + self.socks_full
+            + self.payload_fault
+            + self.stack_lost
+            + self.stack_table_full
     }
 
     /// What was counted since `base` was read.
@@ -32,5 +38,24 @@ impl Counters {
             stack_lost: self.stack_lost.saturating_sub(base.stack_lost),
             stack_table_full: self.stack_table_full.saturating_sub(base.stack_table_full),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_loss_is_in_the_total() {
+        let c = Counters {
+            events: 100,
+            ringbuf_full: 1,
+            blocked_write_full: 2,
+            socks_full: 4,
+            payload_fault: 8,
+            stack_lost: 16,
+            stack_table_full: 32,
+        };
+        assert_eq!(c.dropped(), 63);
     }
 }

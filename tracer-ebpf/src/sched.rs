@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter,
-    kind, syscall, traced,
+    errno, kind, syscall, traced,
 };
 
 use crate::{
@@ -59,7 +59,11 @@ fn stack_id<C: StackIdContext>(ctx: &C, flags: u64) -> i32 {
     match ctx.get_stackid(&STACKS, flags) {
         Ok(id) => id as i32,
         Err(e) => {
-            count(counter::STACK_LOST);
+            // -EFAULT: nothing to record (a kernel stack of a thread
+            // sampled in user mode); anything else is a stack lost.
+            if i64::from(e) != -errno::EFAULT {
+                count(counter::STACK_LOST);
+            }
             e
         }
     }

@@ -81,12 +81,19 @@ impl Common {
             Some(d) if !(d > 0.0 && d.is_finite()) => {
                 anyhow::bail!("--duration must be a positive number of seconds")
             }
-            Some(d) => Some(Duration::from_secs_f64(d)),
+            Some(d) => Some(Duration::try_from_secs_f64(d).map_err(|_| {
+                anyhow::anyhow!("--duration {d} is too long: at most {} seconds", u64::MAX)
+            })?),
             None => None,
         };
         if !(self.min_block >= 0.0 && self.min_block.is_finite()) {
             anyhow::bail!("--min-block must be a number of milliseconds, 0 or more");
         }
+        // Blocks are timed in u64 nanoseconds in the kernel.
+        let min_block = Duration::try_from_secs_f64(self.min_block / 1000.0)
+            .ok()
+            .filter(|d| d.as_nanos() <= u128::from(u64::MAX))
+            .ok_or_else(|| anyhow::anyhow!("--min-block {} ms is too long", self.min_block))?;
         if self.freq > 10_000 {
             anyhow::bail!("--freq above 10000 Hz would slow the traced process down");
         }
@@ -97,7 +104,7 @@ impl Common {
             freq: self.freq,
             off_cpu: !self.no_off_cpu,
             goroutines: !self.no_goroutines,
-            min_block: Duration::from_secs_f64(self.min_block / 1000.0),
+            min_block,
         })
     }
 }

@@ -31,20 +31,43 @@ fn header(out: &mut String, report: &Report) {
         .collect();
     let _ = writeln!(
         out,
-        "traced {} for {:.1}s: {} connections, {} requests, {} events ({:.0}/s), {} dropped",
+        "traced {} for {:.1}s: {} connections, {} requests, {} events ({:.0}/s), {} dropped{}",
         procs.join(", "),
         report.duration_s,
         report.connections,
         report.requests,
         report.events,
         report.events_per_s,
-        report.dropped_events
+        report.dropped_events,
+        drops(report)
     );
     for w in &report.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
     if let Some(d) = &report.diagnosis {
         let _ = writeln!(out, "\ndiagnosis: {}", d.text);
+    }
+}
+
+/// ` (ring buffer full 3, stacks lost 16)`: the losses that are not zero.
+fn drops(report: &Report) -> String {
+    let d = &report.drops;
+    let parts: Vec<String> = [
+        ("ring buffer full", d.ringbuf_full),
+        ("write table full", d.blocked_write_table_full),
+        ("socket table full", d.socket_table_full),
+        ("payloads unreadable", d.payload_unreadable),
+        ("stacks lost", d.stacks_lost),
+        ("stack table full", d.stack_table_full),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{what} {n}"))
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
     }
 }
 

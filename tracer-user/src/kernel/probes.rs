@@ -31,6 +31,8 @@ pub struct Config {
     pub freq: u64,
     /// Off-CPU tracing, and the shortest block it reports.
     pub off_cpu: bool,
+    /// Follow the processes the traced ones fork.
+    pub children: bool,
     pub min_block_ns: u64,
 }
 
@@ -284,6 +286,7 @@ fn enabled(program: &Program, config: &Config) -> bool {
         Enabled::Always => true,
         Enabled::OffCpu => config.off_cpu,
         Enabled::Sampling => config.freq > 0,
+        Enabled::Children => config.children,
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Enabled {
     OffCpu,
     /// On-CPU sampling (`--freq 0` turns it off).
     Sampling,
+    /// Following the processes the traced ones fork (`--no-children` turns it off).
+    Children,
 }
 
 /// What the kernel must offer beyond the hook itself.
@@ -95,12 +97,15 @@ pub const PROGRAMS: &[Program] = &[
     btf("sched_switch", Enabled::OffCpu, None),
     btf("sched_wakeup", Enabled::OffCpu, None),
     event("inet_sock_set_state", "sock", "inet_sock_set_state", None),
-    event(
-        "sched_process_fork",
-        "sched",
-        "sched_process_fork",
-        Some("children forked while tracing will not be traced"),
-    ),
+    Program {
+        enabled: Enabled::Children,
+        ..event(
+            "sched_process_fork",
+            "sched",
+            "sched_process_fork",
+            Some("children forked while tracing will not be traced"),
+        )
+    },
     event("sys_exit_accept", "syscalls", "sys_exit_accept", None),
     event("sys_exit_accept", "syscalls", "sys_exit_accept4", None),
     Program {

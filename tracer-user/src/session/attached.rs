@@ -44,6 +44,7 @@ impl Session {
             wakeup_bytes: WAKEUP_BYTES,
             freq: settings.freq,
             off_cpu: settings.off_cpu,
+            children: settings.children,
             min_block_ns: settings.min_block.as_nanos() as u64,
         };
         let (mut probes, warnings) = Probes::load(config)?;

@@ -68,6 +68,9 @@ impl Session {
         let mut open = Vec::new();
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
+        // A closed terminal (ssh dropped) stops the trace like Ctrl-C: the
+        // report is written, not lost.
+        let mut sighup = signal(SignalKind::hangup())?;
         let deadline = sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
         tokio::pin!(deadline);
 
@@ -90,6 +93,7 @@ impl Session {
                 }
                 _ = sigint.recv() => break StopReason::Signal,
                 _ = sigterm.recv() => break StopReason::Signal,
+                _ = sighup.recv() => break StopReason::Signal,
                 () = &mut deadline => break StopReason::Duration,
             }
         };

@@ -130,11 +130,18 @@ impl StackNames for Stacks {
     fn frames(&mut self, key: StackKey) -> Vec<Frame> {
         let user = self.user_frames(key.tgid, key.user_stack);
         let kernel = self.kernel_frames(key.kernel_stack);
-        let mut out: Vec<Frame> = Vec::with_capacity(user.len() + kernel.len());
+        let mut out: Vec<Frame> = Vec::with_capacity(user.len() + kernel.len() + 2);
+        // The kernel could not record this part (counted in `stacks_lost`).
+        if is_lost(key.user_stack) {
+            out.push(Rc::from("[user stack lost]"));
+        }
         for f in user.iter().rev().chain(kernel.iter().rev()) {
             if !(is_unknown(f) && out.last().is_some_and(|l| is_unknown(l))) {
                 out.push(f.clone());
             }
+        }
+        if is_lost(key.kernel_stack) {
+            out.push(Rc::from("[kernel stack lost]"));
         }
         out
     }
@@ -168,6 +175,12 @@ impl StackNames for Stacks {
     }
 }
 
+/// A stack id the kernel could not record, as opposed to an empty stack
+/// (`-EFAULT`: a kernel stack taken in user mode).
+fn is_lost(id: i32) -> bool {
+    id < 0 && i64::from(id) != -tracer_common::errno::EFAULT
+}
+
 fn is_unknown(frame: &str) -> bool {
     frame == "[unknown]"
 }
@@ -188,6 +201,14 @@ fn is_tracing_frame(frame: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_stacks_are_not_lost_ones() {
+        assert!(!is_lost(3));
+        assert!(!is_lost(-14), "-EFAULT: nothing to record");
+        assert!(is_lost(-17), "-EEXIST: a collision");
+        assert!(is_lost(-12), "-ENOMEM: the map is full");
+    }
 
     #[test]
     fn tracing_frames_are_recognised() {

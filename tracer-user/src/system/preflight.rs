@@ -37,6 +37,12 @@ pub fn resolve_pids(pids: &[u32]) -> Result<Vec<u32>> {
         if !procfs::exists(pid) || !procfs::is_alive(pid) {
             bail!("no such process: {pid}");
         }
+        if procfs::is_kernel_thread(pid) {
+            bail!(
+                "{pid} ({}) is a kernel thread: it has no sockets of its own to trace",
+                procfs::comm(pid).unwrap_or_default()
+            );
+        }
         let tgid = procfs::tgid(pid).unwrap_or(pid);
         if !out.contains(&tgid) {
             out.push(tgid);

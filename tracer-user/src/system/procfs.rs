@@ -42,6 +42,20 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in its flags): no user
+/// code, no sockets of its own to trace.
+pub fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    read(&format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command: state is the 3rd field, flags the 9th.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 pub fn comm(pid: u32) -> Result<String, ProcError> {
     if !exists(pid) {
         return Err(ProcError::NoSuchProcess(pid));
@@ -218,6 +232,13 @@ pub fn listeners(pid: u32) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_threads_are_told_apart() {
+        assert!(is_kernel_thread(2), "pid 2 is kthreadd");
+        assert!(!is_kernel_thread(std::process::id()));
+        assert!(!is_kernel_thread(4_000_000), "no such process");
+    }
 
     #[test]
     fn parses_ipv4_line() {
