@@ -187,7 +187,12 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
 impl TracerRun {
     /// Starts `tracer record` on `pids` (plus `extra` arguments) and waits
     /// until it has attached.
+    /// `out` is the run's own: what an earlier run left there is removed
+    /// (the tracer refuses to write over a report).
     pub fn record(pids: &[u32], out: &Path, extra: &[&str]) -> Result<TracerRun> {
+        if out.exists() {
+            std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
+        }
         let mut args: Vec<String> = vec!["record".into()];
         for pid in pids {
             args.push("--pid".into());

@@ -83,3 +83,79 @@ fn kernel_threads_are_refused() {
         "tracer: 2 (kthreadd) is a kernel thread: it has no sockets of its own to trace"
     );
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_bad_out_fails_before_tracing() {
+    let file = std::env::temp_dir().join(format!("tracer-out-file-{}", std::process::id()));
+    std::fs::write(&file, "not a folder").expect("file");
+    for out in ["/proc/tracer-out", file.to_str().expect("utf-8")] {
+        let (code, stderr) = run(&["record", "--pid", "1", "--duration", "1", "--out", out]);
+        assert_eq!(code, 1, "{out}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{out}: one line, before tracing: {stderr}"
+        );
+        assert!(stderr.contains("output folder"), "{out}: {stderr}");
+    }
+    std::fs::remove_file(&file).expect("cleanup");
+}
+
+/// A full disk at the end: the summary and report.json still reach the
+/// user (stdout), the error says where they could not go, and no file is
+/// left half-written.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_full_disk_loses_no_report() {
+    let mnt = std::env::temp_dir().join(format!("tracer-small-{}", std::process::id()));
+    std::fs::create_dir_all(&mnt).expect("mount point");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount");
+    assert!(ok.success(), "mounting a small tmpfs");
+    // Leave room for the folder and its write test, not for the outputs.
+    let _ = std::fs::write(mnt.join("filler"), vec![0u8; 12 * 1024]);
+    let out = mnt.join("run");
+    let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let result = Command::new(tracer_bin())
+        .args([
+            "record",
+            "--duration",
+            "1",
+            "--pid",
+            &sleeper.id().to_string(),
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("tracer");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    let leftovers: Vec<String> = std::fs::read_dir(&out)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = std::fs::remove_dir(&mnt);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stdout.contains("traced sleep"), "the summary: {stdout}");
+    assert!(
+        stdout.contains("\"requests\": 0"),
+        "report.json on stdout: {stdout}"
+    );
+    assert!(stderr.contains("could not all be written"), "{stderr}");
+    assert!(
+        leftovers.iter().all(|f| std::path::Path::new(f)
+            .extension()
+            .is_none_or(|e| e != "tmp")),
+        "no half-written file: {leftovers:?}"
+    );
+}

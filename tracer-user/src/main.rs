@@ -57,9 +57,12 @@ struct Common {
     /// Stop after this many seconds (default: until Ctrl-C or the processes exit).
     #[arg(long, short = 'd')]
     duration: Option<f64>,
-    /// Directory for the outputs (default: ./tracer-YYYYMMDD-HHMMSS).
+    /// Directory for the outputs (default: a new ./tracer-YYYYMMDD-HHMMSS).
     #[arg(long, short = 'o')]
     out: Option<PathBuf>,
+    /// Write into --out even if it already holds a report.
+    #[arg(long)]
+    overwrite: bool,
     /// On-CPU sampling frequency in Hz (0 turns sampling off).
     #[arg(long, default_value_t = 99)]
     freq: u64,
@@ -100,6 +103,7 @@ impl Common {
         Ok(session::Settings {
             duration,
             out: self.out,
+            overwrite: self.overwrite,
             children,
             freq: self.freq,
             off_cpu: !self.no_off_cpu,
@@ -118,12 +122,12 @@ fn main() -> ExitCode {
             common,
         } => session::reject_self(&pids)
             .and_then(|()| common.settings(!no_children))
-            .and_then(|s| session::run(session::Target::Pids(pids), s)),
+            .and_then(|s| session::run(session::Target::Pids(pids), &s)),
         Cmd::KernelOffsets => kernel::btf::print_offsets(),
         Cmd::GoLayout { binary } => golang::print_layout(&binary),
         Cmd::Exec { common, command } => common
             .settings(true)
-            .and_then(|s| session::run(session::Target::Command(command), s)),
+            .and_then(|s| session::run(session::Target::Command(command), &s)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,15 @@
 //! The files of a session: report.json and the three flame graphs
 //! (request chains, on-CPU, off-CPU), each as folded stacks and SVG.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::ErrorKind,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tracer_core::report::folded::Folded;
+use tracer_core::units::rfc3339;
 
 use super::{Results, Sink, flame};
 
@@ -15,15 +20,46 @@ pub struct Files {
 }
 
 impl Files {
-    pub fn new(dir: PathBuf) -> Self {
-        Files {
+    /// The output folder, made ready before tracing starts, so that a bad
+    /// `--out` fails at once rather than after the trace: `out` if given
+    /// (created if missing; refused if it already holds a report, unless
+    /// `overwrite`), else a new `./tracer-YYYYMMDD-HHMMSS[-N]` that no
+    /// other run uses.
+    pub fn prepare(out: Option<PathBuf>, overwrite: bool, now: SystemTime) -> Result<Files> {
+        let dir = match out {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).with_context(|| {
+                    format!("cannot create the output folder {}", dir.display())
+                })?;
+                if !overwrite && dir.join("report.json").exists() {
+                    bail!(
+                        "{} already holds a report: choose another --out, or pass --overwrite",
+                        dir.display()
+                    );
+                }
+                dir
+            }
+            None => new_dir(Path::new("."), now)?,
+        };
+        // Written and removed: a read-only or special file system says so now.
+        let probe = dir.join(".tracer-write-test");
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("cannot write into the output folder {}", dir.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(Files {
             dir,
             written: Vec::new(),
-        }
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Removes the folder if nothing was written into it (the run failed
+    /// before its end): no empty folder is left behind.
+    pub fn discard_if_empty(&self) {
+        let _ = std::fs::remove_dir(&self.dir);
     }
 
     /// The names of the files written.
@@ -31,9 +67,15 @@ impl Files {
         &self.written
     }
 
+    /// Writes `name` whole or not at all: into a temporary name, then renamed.
     fn write(&mut self, name: &'static str, bytes: &[u8]) -> Result<()> {
         let path = self.dir.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.with_context(|| format!("writing {}", path.display()))?;
         self.written.push(name);
         Ok(())
     }
@@ -80,5 +122,73 @@ impl Sink for Files {
             self.graph(["offcpu.folded", "offcpu.svg"], offcpu, &title, "us")?;
         }
         Ok(())
+    }
+}
+
+/// `./tracer-YYYYMMDD-HHMMSS`, or with `-2`, `-3`... when a run in the same
+/// second took it: created here, so two runs never share one.
+fn new_dir(base: &Path, now: SystemTime) -> Result<PathBuf> {
+    // 2026-11-28T12:03:28.123Z -> tracer-20261128-120328
+    let stamp: String = rfc3339(now)
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect::<String>()
+        .replace('T', "-");
+    for n in 1..1000 {
+        let name = if n == 1 {
+            format!("tracer-{stamp}")
+        } else {
+            format!("tracer-{stamp}-{n}")
+        };
+        let dir = base.join(&name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create the output folder {name}"));
+            }
+        }
+    }
+    bail!("cannot find a free output folder name tracer-{stamp}-N here")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_in_the_same_second_get_their_own_folders() {
+        let cwd = std::env::temp_dir().join(format!("tracer-dirs-{}", std::process::id()));
+        std::fs::create_dir_all(&cwd).expect("dir");
+        let now = SystemTime::now();
+        let (a, b) = (
+            new_dir(&cwd, now).expect("first"),
+            new_dir(&cwd, now).expect("second"),
+        );
+        assert_ne!(a, b);
+        assert!(b.to_string_lossy().ends_with("-2"), "{}", b.display());
+        std::fs::remove_dir_all(&cwd).expect("cleanup");
+    }
+
+    #[test]
+    fn a_folder_with_a_report_is_kept_unless_told() {
+        let dir = std::env::temp_dir().join(format!("tracer-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("report.json"), "{}").expect("report");
+        let now = SystemTime::now();
+        let err = Files::prepare(Some(dir.clone()), false, now)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("already holds a report"), "{err}");
+        assert!(Files::prepare(Some(dir.clone()), true, now).is_ok());
+        let err = Files::prepare(Some(dir.join("report.json")), false, now)
+            .err()
+            .expect("a file");
+        assert!(
+            err.to_string().contains("cannot create the output folder"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -16,29 +16,62 @@ mod settings;
 mod targets;
 mod window;
 
-use std::path::PathBuf;
+use std::time::SystemTime;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tracer_core::report::summary;
 
 pub use self::settings::{Settings, Target};
 use self::{attached::Session, follow::StopReason, window::OpenWindow};
 use crate::{
-    output::{Sink, files::Files},
+    output::{Results, Sink, files::Files},
     system::preflight,
 };
 
 /// `tracer record` and `tracer exec`: trace until the duration ends,
 /// Ctrl-C, or every traced process exits; then write the outputs and print
 /// the summary.
-pub fn run(target: Target, settings: Settings) -> Result<()> {
+pub fn run(target: Target, settings: &Settings) -> Result<()> {
     preflight::require_privileges()?;
     let pids = match &target {
         Target::Pids(p) => preflight::resolve_pids(p)?,
         Target::Command(_) => Vec::new(),
     };
-    let mut session = Session::attach(&settings)?;
-    session.start(target, &pids, settings.children)?;
+    // The output folder first: a bad --out fails before anything is attached.
+    let mut files = Files::prepare(settings.out.clone(), settings.overwrite, SystemTime::now())?;
+    let traced = trace(target, &pids, settings);
+    let results = match traced {
+        Ok(results) => results,
+        Err(e) => {
+            files.discard_if_empty();
+            return Err(e);
+        }
+    };
+    let written = files.finish(&results);
+    print!("{}", summary::render(&results.report));
+    if let Err(e) = written {
+        // The trace is not lost with the files: the report goes to stdout.
+        println!(
+            "\nreport.json:\n{}",
+            serde_json::to_string_pretty(&results.report)?
+        );
+        return Err(e.context(format!(
+            "the outputs could not all be written into {} (the summary and report.json are above)",
+            files.dir().display()
+        )));
+    }
+    println!(
+        "\noutputs in {}: {}",
+        files.dir().display(),
+        files.written().join(", ")
+    );
+    Ok(())
+}
+
+/// Attaches, traces until the end, detaches, and cuts the run into results.
+fn trace(target: Target, pids: &[u32], settings: &Settings) -> Result<Results> {
+    let mut session = Session::attach(settings)?;
+    session.start(target, pids, settings.children)?;
     eprintln!(
         "tracer: tracing {}{}; Ctrl-C to stop",
         session.targets.names().join(", "),
@@ -47,7 +80,7 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
             .map_or(String::new(), |d| format!(" for {:.1}s", d.as_secs_f64()))
     );
 
-    let whole = OpenWindow::open(&session, &settings)?;
+    let whole = OpenWindow::open(&session, settings)?;
     let mut windows = vec![whole];
     let stop = session.follow(&mut windows, settings.duration)?;
     session.tracker.finish_all(clock::monotonic_ns());
@@ -69,40 +102,14 @@ pub fn run(target: Target, settings: Settings) -> Result<()> {
     if let StopReason::AllExited = stop {
         eprintln!("tracer: traced processes exited; writing what was seen");
     }
-    let results = whole.cut(
+    Ok(whole.cut(
         end,
         &mut tracker,
         &totals,
         &mut stacks,
         targets.processes(),
         warnings,
-    );
-
-    let mut files = Files::new(output_dir(settings.out, &results.report.started_at)?);
-    files.finish(&results)?;
-    print!("{}", summary::render(&results.report));
-    println!(
-        "\noutputs in {}: {}",
-        files.dir().display(),
-        files.written().join(", ")
-    );
-    Ok(())
-}
-
-/// `--out`, or a new `./tracer-YYYYMMDD-HHMMSS` named after the start.
-fn output_dir(out: Option<PathBuf>, started_at: &str) -> Result<PathBuf> {
-    let dir = out.unwrap_or_else(|| {
-        // 2026-11-28T12:03:28.123Z -> tracer-20261128-120328
-        let stamp: String = started_at
-            .chars()
-            .take(19)
-            .filter(|c| c.is_ascii_digit() || *c == 'T')
-            .collect();
-        PathBuf::from(format!("tracer-{}", stamp.replace('T', "-")))
-    });
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating output directory {}", dir.display()))?;
-    Ok(dir)
+    ))
 }
 
 /// Refuses to trace ourselves: the tracer's own reads would feed its events.

@@ -3,9 +3,13 @@
 
 use std::{path::PathBuf, time::Duration};
 
+// The command line's switches, one bool each.
+#[allow(clippy::struct_excessive_bools)]
 pub struct Settings {
     pub duration: Option<Duration>,
     pub out: Option<PathBuf>,
+    /// Write into `out` even if it holds a report already.
+    pub overwrite: bool,
     /// Also trace the descendants of the given processes (nginx workers...).
     pub children: bool,
     /// On-CPU sampling frequency in Hz, 0 for none.
