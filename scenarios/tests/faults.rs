@@ -139,3 +139,78 @@ time.sleep(30)
         assert_eq!(processes, if expected == 0 { 1 } else { 2 }, "{flags:?}");
     }
 }
+
+fn exec(args: &[&str], out: &std::path::Path) -> (std::process::Output, serde_json::Value) {
+    let output = Command::new(scenarios::tracer_bin())
+        .arg("exec")
+        .arg("--out")
+        .arg(out)
+        .arg("--overwrite")
+        .args(args)
+        .output()
+        .expect("tracer exec");
+    let report = std::fs::read_to_string(out.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    (output, report)
+}
+
+/// `exec` says how its command ended, in the report and the summary.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn exec_reports_how_the_command_ended() {
+    let out = scratch_dir("exec-status");
+    let (output, report) = exec(
+        &["--duration", "10", "--", "sh", "-c", "sleep 0.3; exit 3"],
+        &out,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(report["command"]["exit_code"], 3, "{}", report["command"]);
+    assert_eq!(report["command"]["exited_by_itself"], true);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("exited with status 3 while traced"),
+        "{stdout}"
+    );
+}
+
+/// `exec` ends everything its command started: a server behind a wrapper
+/// script does not outlive the trace, holding its port.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn exec_leaves_nothing_behind() {
+    let out = scratch_dir("exec-group");
+    let marker = "sleep 987651";
+    let (output, report) = exec(
+        &[
+            "--duration",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            &format!("{marker} & wait"),
+        ],
+        &out,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(report["command"]["exited_by_itself"], false);
+    thread::sleep(Duration::from_millis(200));
+    let left = Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

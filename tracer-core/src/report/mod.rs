@@ -14,7 +14,7 @@ use crate::{
     analysis::{causes, diagnose::Diagnosis},
     chain::Stage,
     counters::Counters,
-    process::Process,
+    process::{CommandOutcome, Process},
     stack::StackNames,
     track::Listener,
     units::{rfc3339, us},
@@ -29,6 +29,8 @@ pub struct Report {
     pub started_at: String,
     pub duration_s: f64,
     pub processes: Vec<Process>,
+    /// The command of `tracer exec`, and how it ended.
+    pub command: Option<CommandOutcome>,
     pub connections: u64,
     pub requests: u64,
     /// Records lost in the kernel (ring buffer full) or syscalls that could
@@ -179,6 +181,7 @@ pub struct Meta {
     pub realtime_offset_ns: i128,
     pub duration_s: f64,
     pub processes: Vec<Process>,
+    pub command: Option<CommandOutcome>,
     /// Inbound connections seen, and the most open at once.
     pub connections: u64,
     pub open_peak: usize,
@@ -316,6 +319,7 @@ pub fn build(
         started_at: rfc3339(meta.started),
         duration_s: meta.duration_s,
         processes: meta.processes,
+        command: meta.command,
         connections: meta.connections,
         requests: agg.requests(),
         dropped_events: c.dropped(),

@@ -41,6 +41,9 @@ fn header(out: &mut String, report: &Report) {
         report.dropped_events,
         drops(report)
     );
+    if let Some(c) = &report.command {
+        let _ = writeln!(out, "command `{}` {}", c.command.join(" "), c.describe());
+    }
     for w in &report.warnings {
         let _ = writeln!(out, "warning: {w}");
     }

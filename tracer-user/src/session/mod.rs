@@ -86,7 +86,7 @@ fn trace(target: Target, pids: &[u32], settings: &Settings) -> Result<Results> {
     session.tracker.finish_all(clock::monotonic_ns());
     follow::fan_out(&mut session.tracker, &mut windows);
     let whole = windows.swap_remove(0);
-    let end = whole.end(&session)?;
+    let mut end = whole.end(&session)?;
     // Detach before the slower work of symbolizing and writing outputs.
     let Session {
         probes,
@@ -94,22 +94,14 @@ fn trace(target: Target, pids: &[u32], settings: &Settings) -> Result<Results> {
         mut tracker,
         mut stacks,
         mut targets,
-        warnings,
         ..
     } = session;
     probes.detach();
-    targets.stop_command();
+    end.command = targets.stop_command();
     if let StopReason::AllExited = stop {
         eprintln!("tracer: traced processes exited; writing what was seen");
     }
-    Ok(whole.cut(
-        end,
-        &mut tracker,
-        &totals,
-        &mut stacks,
-        targets.processes(),
-        warnings,
-    ))
+    Ok(whole.cut(end, &mut tracker, &totals, &mut stacks, targets.processes()))
 }
 
 /// Refuses to trace ourselves: the tracer's own reads would feed its events.

@@ -2,13 +2,17 @@
 //! fork while traced, and the command `tracer exec` started.
 
 use std::{
+    os::unix::process::{CommandExt, ExitStatusExt},
     path::Path,
-    process::{Child, Command},
+    process::{Child, Command, ExitStatus},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use tracer_core::{process::Process, track::Tracker};
+use tracer_core::{
+    process::{CommandOutcome, Process},
+    track::Tracker,
+};
 
 use super::settings::Target;
 use crate::{
@@ -31,8 +35,11 @@ pub struct Observers<'a> {
 #[derive(Default)]
 pub struct Targets {
     processes: Vec<Process>,
-    /// The command of `tracer exec`.
+    /// The command of `tracer exec`, started in a process group of its own.
     command: Option<Child>,
+    command_line: Vec<String>,
+    /// How it ended, if it did by itself while traced.
+    ended: Option<ExitStatus>,
 }
 
 impl Targets {
@@ -52,25 +59,37 @@ impl Targets {
         self.processes.iter().all(|t| t.exited)
     }
 
-    /// The command of `tracer exec` is ours: stop it gently, then firmly.
-    pub fn stop_command(&mut self) {
-        let Some(child) = self.command.as_mut() else {
-            return;
-        };
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+    /// The command of `tracer exec` is ours, and so is everything it
+    /// started (its process group: a wrapper script's server included):
+    /// stop them gently, then firmly. Returns how the command ended.
+    pub fn stop_command(&mut self) -> Option<CommandOutcome> {
+        let child = self.command.as_mut()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            self.ended.get_or_insert(status);
         }
-        // SAFETY: signalling a child we own and have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let group = child.id() as libc::pid_t;
+        // SAFETY: signalling the process group this tracer created.
+        unsafe { libc::kill(-group, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(3);
+        let mut status = None;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+            if let Ok(Some(s)) = child.try_wait() {
+                status = Some(s);
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        // SAFETY: as above; whatever of the group is left.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let status = status.or_else(|| child.wait().ok());
+        let by_itself = self.ended.is_some();
+        let status = self.ended.or(status)?;
+        Some(CommandOutcome {
+            command: self.command_line.clone(),
+            exited_by_itself: by_itself,
+            exit_code: status.code(),
+            signal: status.signal(),
+        })
     }
 
     /// Starts tracing the target: the given processes (and their
@@ -102,8 +121,10 @@ impl Targets {
                 let (program, args) = cmd.split_first().context("exec needs a command")?;
                 let c = Command::new(program)
                     .args(args)
+                    .process_group(0)
                     .spawn()
                     .with_context(|| format!("starting {program}"))?;
+                self.command_line.clone_from(&cmd);
                 self.trace_process(c.id(), o)?;
                 self.command = Some(c);
             }
@@ -164,8 +185,9 @@ impl Targets {
     /// Marks the processes that exited, and stops tracing their pids.
     pub fn note_exits(&mut self, probes: &mut Probes) {
         if let Some(c) = self.command.as_mut()
-            && let Ok(Some(_)) = c.try_wait()
+            && let Ok(Some(status)) = c.try_wait()
         {
+            self.ended.get_or_insert(status);
             let pid = c.id();
             self.processes
                 .iter_mut()

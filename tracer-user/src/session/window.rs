@@ -15,7 +15,7 @@ use tracer_core::{
     aggregate::window::{Baseline, Window},
     analysis::facts,
     counters::Counters,
-    process::Process,
+    process::{CommandOutcome, Process},
     report::{self, GoroutineSampling, Meta, Netstat, Sampling, folded},
     stack::Frame,
     track::{Finished, Tracker},
@@ -35,8 +35,13 @@ pub struct OpenWindow {
     netstat_before: HashMap<String, u64>,
 }
 
-/// The cumulative figures when a window ends.
+/// The cumulative figures when a window ends, and what the session adds
+/// once its programs are detached.
 pub struct End {
+    /// How the command of `tracer exec` ended.
+    pub command: Option<CommandOutcome>,
+    /// The session's warnings (hooks the kernel lacks, Go versions unknown).
+    pub warnings: Vec<String>,
     duration_s: f64,
     goroutines: GoroutineSampling,
     counters: Counters,
@@ -88,6 +93,8 @@ impl OpenWindow {
                 .saturating_sub(*self.netstat_before.get(name).unwrap_or(&0))
         };
         Ok(End {
+            command: None,
+            warnings: session.warnings.clone(),
             duration_s: self.t0.elapsed().as_secs_f64(),
             goroutines: session.sampler.summary(),
             counters: session.probes.counters()?,
@@ -110,7 +117,6 @@ impl OpenWindow {
         totals: &Totals,
         stacks: &mut Stacks,
         processes: &[Process],
-        warnings: Vec<String>,
     ) -> Results {
         stacks.note_all(tracker.take_new_stacks());
         stacks.resolve_pending();
@@ -120,6 +126,7 @@ impl OpenWindow {
             realtime_offset_ns: self.realtime_offset_ns,
             duration_s: end.duration_s,
             processes: processes.to_vec(),
+            command: end.command,
             connections: w.connections(tracker.connections()),
             open_peak: tracker.open_peak(),
             counters: w.counters(&end.counters),
@@ -134,7 +141,7 @@ impl OpenWindow {
                 stacks,
             ),
             program_costs: end.program_costs,
-            warnings,
+            warnings: end.warnings,
         };
         let comm_of = |tgid: u32| -> Frame {
             processes
