@@ -159,3 +159,18 @@ fn a_full_disk_loses_no_report() {
         "no half-written file: {leftovers:?}"
     );
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_process_gone_before_tracing_starts_is_said() {
+    // Alive when the tracer checks its pid, gone by the time it has attached.
+    let mut short = Command::new("sleep").arg("0.1").spawn().expect("sleep");
+    let pid = short.id().to_string();
+    let (code, stderr) = run(&["record", "--pid", &pid, "--duration", "2"]);
+    let _ = short.wait();
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!("tracer: {pid} exited while tracing started: nothing to trace")
+    );
+}

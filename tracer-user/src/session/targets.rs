@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tracer_core::{
     process::{CommandOutcome, Process},
     track::Tracker,
@@ -115,6 +115,20 @@ impl Targets {
                 }
                 for pid in all {
                     self.trace_process(pid, o)?;
+                }
+                // Loading the programs takes a moment: a process may be gone by now.
+                let gone: Vec<String> = pids
+                    .iter()
+                    .filter(|&&pid| !procfs::is_alive(pid))
+                    .map(ToString::to_string)
+                    .collect();
+                if gone.len() == pids.len() {
+                    bail!("{} exited while tracing started: nothing to trace", gone.join(", "));
+                }
+                if !gone.is_empty() {
+                    let w = format!("{} exited while tracing started", gone.join(", "));
+                    eprintln!("tracer: warning: {w}");
+                    o.warnings.push(w);
                 }
             }
             Target::Command(cmd) => {
