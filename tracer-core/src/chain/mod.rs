@@ -250,9 +250,38 @@ struct Pending {
     bytes_out: u64,
     /// Records of the connection were lost while it was in progress.
     lost: bool,
+    /// The end of the request's headers (an empty line) was seen, and the
+    /// last bytes read, to find it across reads.
+    headers_done: bool,
+    tail: Vec<u8>,
+    /// A read's bytes were not all captured: whether the headers ended
+    /// cannot be told.
+    unsure: bool,
 }
 
 impl Pending {
+    /// Looks for the empty line that ends HTTP headers in a read's bytes.
+    fn scan_headers(&mut self, payload: &[u8], ret: i64) {
+        if payload.len() as i64 != ret {
+            self.unsure = true;
+        }
+        if self.headers_done || payload.is_empty() {
+            return;
+        }
+        let mut seen = std::mem::take(&mut self.tail);
+        seen.extend_from_slice(payload);
+        self.headers_done =
+            seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.windows(2).any(|w| w == b"\n\n");
+        let keep = seen.len().saturating_sub(3);
+        self.tail = seen.split_off(keep);
+    }
+
+    /// The request's bytes were all seen and its headers never ended: the
+    /// client had not finished sending it.
+    fn unfinished(&self) -> bool {
+        !self.headers_done && !self.unsure && self.bytes_in > 0
+    }
+
     fn parse_request(&mut self, head: &[u8]) {
         if let Some(route) = http::route_label(head) {
             self.route = Some(route);
@@ -330,6 +359,7 @@ impl Connection {
         if let Some(head) = pending.request_head.feed(io.payload) {
             pending.parse_request(&head);
         }
+        pending.scan_headers(io.payload, io.ret);
         pending.last_read_exit = io.exit_ns;
         pending.read_by = io.by;
         pending.bytes_in += io.ret as u64;
@@ -447,6 +477,27 @@ impl Connection {
             _ => (end_ns.max(p.last_read_exit), end_ns.max(p.last_read_exit)),
         };
         let handler_end = handler_end.max(p.last_read_exit);
+        if phase != Phase::Writing && p.unfinished() {
+            // Abandoned while the client was still sending: no handler ran.
+            stages.set(Stage::RequestRead, end - p.first_read_exit);
+            stages.set(Stage::Handler, 0);
+            stages.set(Stage::ResponseWrite, 0);
+            self.prev_end_ns = Some(end);
+            return Some(Request {
+                route: p.route,
+                status: p.status,
+                stages,
+                start_ns,
+                end_ns: end,
+                outcome,
+                handler_ns: (end, end),
+                read_by: p.read_by,
+                write_by: p.write_by,
+                bytes_in: p.bytes_in,
+                bytes_out: p.bytes_out,
+                seq,
+            });
+        }
         stages.set(Stage::Handler, handler_end - p.last_read_exit);
         stages.set(Stage::ResponseWrite, end.saturating_sub(handler_end));
 
@@ -612,6 +663,31 @@ mod tests {
         assert_eq!(r.status, Some(200));
         assert_eq!(ms(&r, Stage::ResponseWrite), 15);
         assert!(c.on_close(40 * MS).is_none());
+    }
+
+    /// Headers sent in part, then a reset 200 ms later: the client never
+    /// finished its request, so those 200 ms are request_read, not handler.
+    #[test]
+    fn a_request_never_finished_is_request_read() {
+        let head = b"GET /slow HTTP/1.1\r\nHost: x\r\n";
+        let mut c = Connection::accepted(0);
+        c.on_read(&read(10, head.len() as i64, 9, head));
+        let r = c.on_read(&read(210, -104, 0, b"")).expect("reset");
+        assert_eq!(r.outcome, Outcome::ClientClosed);
+        assert_eq!(ms(&r, Stage::RequestRead), 200);
+        assert_eq!(ms(&r, Stage::Handler), 0);
+        // The same request with its empty line, then a reset: the handler ran.
+        let done = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut c = Connection::accepted(0);
+        c.on_read(&read(10, 20, 9, &done[..20]));
+        c.on_read(&read(11, (done.len() - 20) as i64, 0, &done[20..]));
+        let r = c.on_read(&read(211, -104, 0, b"")).expect("reset");
+        assert_eq!(ms(&r, Stage::RequestRead), 1);
+        assert_eq!(
+            ms(&r, Stage::Handler),
+            200,
+            "the empty line split over reads counts"
+        );
     }
 
     #[test]

@@ -123,7 +123,10 @@ impl Targets {
                     .map(ToString::to_string)
                     .collect();
                 if gone.len() == pids.len() {
-                    bail!("{} exited while tracing started: nothing to trace", gone.join(", "));
+                    bail!(
+                        "{} exited while tracing started: nothing to trace",
+                        gone.join(", ")
+                    );
                 }
                 if !gone.is_empty() {
                     let w = format!("{} exited while tracing started", gone.join(", "));
