@@ -214,3 +214,34 @@ fn exec_leaves_nothing_behind() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+/// Two requests pipelined in one write: the tracer cannot split their
+/// chains, and says so instead of counting one request silently.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn pipelined_requests_are_said() {
+    use std::io::{Read, Write};
+    let port = free_port().expect("port");
+    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
+    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
+    let server = Server::start(cmd, port).expect("basic server");
+    let tracer =
+        TracerRun::record(&[server.pid()], &scratch_dir("pipelined"), &[]).expect("tracer");
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.write_all(
+        b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("write");
+    let mut answers = String::new();
+    conn.read_to_string(&mut answers).expect("read");
+    assert_eq!(answers.matches("HTTP/1.1 200").count(), 2, "{answers}");
+    drop(conn);
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let warnings = out.report["warnings"].to_string();
+    assert!(
+        warnings.contains("1 requests arrived pipelined"),
+        "{warnings}"
+    );
+}

@@ -175,6 +175,8 @@ pub struct Aggregates {
     requests: u64,
     /// Requests whose connection lost records while they were in progress.
     lost: u64,
+    /// Requests that arrived pipelined behind another, merged into its chain.
+    pipelined: u64,
     /// Min-heap on total time: the root is the fastest of the slow ones.
     slowest: BinaryHeap<Reverse<(u64, u64)>>,
     slow_requests: FxHashMap<u64, SlowRequest>,
@@ -209,6 +211,12 @@ impl Aggregates {
         self.lost
     }
 
+    /// Requests that arrived pipelined behind another (not in `requests`:
+    /// each is merged into the chain of the one before it).
+    pub fn pipelined(&self) -> u64 {
+        self.pipelined
+    }
+
     /// The chain flame graph: microseconds per (process, route, stage, leaf).
     pub fn folded(&self) -> &FxHashMap<ChainKey, u64> {
         &self.folded
@@ -221,6 +229,7 @@ impl Aggregates {
             attribution,
         } = finished;
         self.requests += 1;
+        self.pipelined += u64::from(request.pipelined);
         let route_id = self.route_id(request.route.as_deref().unwrap_or(UNKNOWN_ROUTE));
         let route = &mut self.routes[route_id as usize].1;
         route.count += 1;

@@ -38,6 +38,20 @@ fn parse_request_line(
     Some((ascii(method), ascii(path)))
 }
 
+/// Request lines that follow the end of a request's headers within
+/// `bytes`: requests pipelined behind another in the same read.
+pub fn pipelined_in(bytes: &[u8]) -> u32 {
+    let mut n = 0;
+    let mut rest = bytes;
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        rest = &rest[end + 4..];
+        if parse_request_line(rest).is_some() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Splits a route label back into method and path.
 pub fn split_label(label: &str) -> (&str, &str) {
     label.split_once(' ').unwrap_or((label, ""))
@@ -87,6 +101,15 @@ fn ascii(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipelined_requests_are_counted() {
+        let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(pipelined_in(two), 1);
+        assert_eq!(pipelined_in(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+        let with_body = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(pipelined_in(with_body), 0);
+    }
 
     #[test]
     fn request_line() {

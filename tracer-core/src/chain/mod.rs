@@ -125,6 +125,10 @@ pub struct Request {
     pub bytes_out: u64,
     /// 0 for the first request of the connection.
     pub seq: u32,
+    /// Requests that arrived pipelined behind this one (HTTP/1.1
+    /// pipelining): merged into its chain, since reads and writes no longer
+    /// alternate per request.
+    pub pipelined: u32,
 }
 
 impl Request {
@@ -149,6 +153,7 @@ impl Request {
             bytes_in: 0,
             bytes_out: 0,
             seq: 0,
+            pipelined: 0,
         }
     }
 
@@ -257,6 +262,8 @@ struct Pending {
     /// A read's bytes were not all captured: whether the headers ended
     /// cannot be told.
     unsure: bool,
+    /// Requests seen pipelined behind this one in its reads.
+    pipelined: u32,
 }
 
 impl Pending {
@@ -265,6 +272,7 @@ impl Pending {
         if payload.len() as i64 != ret {
             self.unsure = true;
         }
+        self.pipelined += http::pipelined_in(payload);
         if self.headers_done || payload.is_empty() {
             return;
         }
@@ -496,6 +504,7 @@ impl Connection {
                 bytes_in: p.bytes_in,
                 bytes_out: p.bytes_out,
                 seq,
+                pipelined: p.pipelined,
             });
         }
         stages.set(Stage::Handler, handler_end - p.last_read_exit);
@@ -515,6 +524,7 @@ impl Connection {
             bytes_in: p.bytes_in,
             bytes_out: p.bytes_out,
             seq,
+            pipelined: p.pipelined,
         })
     }
 }

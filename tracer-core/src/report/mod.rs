@@ -357,6 +357,12 @@ fn loss_warnings(agg: &Aggregates, c: &Counters, mut warnings: Vec<String>) -> V
             c.ringbuf_full
         ));
     }
+    if agg.pipelined() > 0 {
+        warnings.push(format!(
+            "{} requests arrived pipelined behind another in one read (HTTP/1.1 pipelining): each is merged into the chain of the request before it, and not counted apart",
+            agg.pipelined()
+        ));
+    }
     if agg.lost() > 0 {
         warnings.push(format!(
             "{} requests were in progress when records of their connection were lost: counted as events_lost, left out of percentiles, stage times, slowest requests and the diagnosis",
