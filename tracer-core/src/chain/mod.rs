@@ -485,30 +485,15 @@ impl Connection {
             _ => (end_ns.max(p.last_read_exit), end_ns.max(p.last_read_exit)),
         };
         let handler_end = handler_end.max(p.last_read_exit);
-        if phase != Phase::Writing && p.unfinished() {
+        let handler_ns = if phase != Phase::Writing && p.unfinished() {
             // Abandoned while the client was still sending: no handler ran.
             stages.set(Stage::RequestRead, end - p.first_read_exit);
-            stages.set(Stage::Handler, 0);
-            stages.set(Stage::ResponseWrite, 0);
-            self.prev_end_ns = Some(end);
-            return Some(Request {
-                route: p.route,
-                status: p.status,
-                stages,
-                start_ns,
-                end_ns: end,
-                outcome,
-                handler_ns: (end, end),
-                read_by: p.read_by,
-                write_by: p.write_by,
-                bytes_in: p.bytes_in,
-                bytes_out: p.bytes_out,
-                seq,
-                pipelined: p.pipelined,
-            });
-        }
-        stages.set(Stage::Handler, handler_end - p.last_read_exit);
-        stages.set(Stage::ResponseWrite, end.saturating_sub(handler_end));
+            (end, end)
+        } else {
+            stages.set(Stage::Handler, handler_end - p.last_read_exit);
+            stages.set(Stage::ResponseWrite, end.saturating_sub(handler_end));
+            (p.last_read_exit, handler_end)
+        };
 
         self.prev_end_ns = Some(end);
         Some(Request {
@@ -518,7 +503,7 @@ impl Connection {
             start_ns,
             end_ns: end,
             outcome,
-            handler_ns: (p.last_read_exit, handler_end),
+            handler_ns,
             read_by: p.read_by,
             write_by: p.write_by,
             bytes_in: p.bytes_in,
