@@ -7,7 +7,10 @@
 use std::{process::Command, thread, time::Duration};
 
 use scenarios::{
-    Server, TracerRun, free_port, go_binary, harness::scratch_dir, load::wrk_latency, report::route,
+    Server, TracerRun, free_port, go_binary,
+    harness::scratch_dir,
+    load::wrk_latency,
+    report::{num, route},
 };
 
 /// The tracer stopped for 2 s (SIGSTOP) under wrk: the kernel's ring buffer
@@ -244,4 +247,119 @@ fn pipelined_requests_are_said() {
         warnings.contains("1 requests arrived pipelined"),
         "{warnings}"
     );
+}
+
+/// Connections that send nothing, or half a request, or stop reading a
+/// response, are still open when tracing ends: each is counted as accepted
+/// and open, by where it stands. Go reads a new connection at once (and
+/// gets EAGAIN), so a silent one shows no read at all: only its accept.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn open_connections_are_counted_by_where_they_stand() {
+    use std::{io::Write, net::TcpStream};
+    let port = free_port().expect("port");
+    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
+    cmd.args(["-addr", &format!("127.0.0.1:{port}"), "-stream-mb", "64"]);
+    let server = Server::start(cmd, port).expect("basic server");
+    let tracer =
+        TracerRun::record(&[server.pid()], &scratch_dir("open-conns"), &[]).expect("tracer");
+    let connect = || TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let send = |bytes: &[u8]| {
+        let mut c = connect();
+        c.write_all(bytes).expect("write");
+        c
+    };
+    let silent: Vec<TcpStream> = (0..3).map(|_| connect()).collect();
+    let half = send(b"GET /fast HTTP/1.1\r\nHost: x\r\n");
+    let handler = send(b"GET /sleep/20000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    // 64 MiB never read: the server's writes fill the socket and wait.
+    let unread = send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answered = send(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 256];
+    let n = std::io::Read::read(&mut answered, &mut buf).expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    thread::sleep(Duration::from_millis(500));
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = &out.report;
+    let by_state = &report["connections_by_state"];
+    assert_eq!(
+        (
+            num(by_state, "idle"),
+            num(by_state, "reading_request"),
+            num(by_state, "in_handler"),
+            num(by_state, "writing"),
+        ),
+        (4, 1, 1, 1),
+        "{by_state}"
+    );
+    assert_eq!(num(report, "connections_open"), 7);
+    assert_eq!(num(report, "connections"), 7);
+    assert!(num(report, "connections_open_peak") >= 7);
+    assert_eq!(num(&report["listeners"][0], "accepted"), 7);
+    assert!(
+        out.stdout.contains("open at the end: 7 connections (4 idle, 1 reading a request, 1 in the handler, 1 writing a response)"),
+        "{}",
+        out.stdout
+    );
+    drop((silent, half, handler, unread, answered));
+}
+
+/// A server that forks a child per connection (inetd-style): the parent
+/// accepts, closes its copy and accepts the next, often before the child
+/// has read. Every request is counted, accepted, and served by a child
+/// listed under its name, though most children exit before the tracer
+/// looks at them.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_child_forked_per_connection_is_followed() {
+    const SERVER: &str = r#"
+import os, signal, socket, sys
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    if os.fork() == 0:
+        s.close()
+        if c.recv(4096):
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+        c.close()
+        os._exit(0)
+    c.close()
+"#;
+    let port = free_port().expect("port");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", SERVER, &port.to_string()]);
+    let server = Server::start(cmd, port).expect("forking server");
+    let tracer =
+        TracerRun::record(&[server.pid()], &scratch_dir("fork-per-conn"), &[]).expect("tracer");
+    let load = scenarios::load::hey(&server.url("/x"), 100, 4).expect("hey");
+    assert_eq!(load.responses(), 100);
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = &out.report;
+    let r = route(report, "GET", "/x").expect("GET /x");
+    assert_eq!(num(r, "count"), 100, "{}", r["outcomes"]);
+    assert_eq!(num(&report["listeners"][0], "accepted"), 100);
+    assert!(
+        num(&r["stages"]["accept_queue"], "total_us") > 0,
+        "accept times are known"
+    );
+    let processes = report["processes"].as_array().expect("processes");
+    assert_eq!(
+        processes.len(),
+        101,
+        "the server and a child per connection"
+    );
+    assert!(
+        processes.iter().all(|p| p["comm"] == "python3"),
+        "{processes:?}"
+    );
+    for s in scenarios::report::slowest(report) {
+        assert_eq!(s["process"], "python3", "{s}");
+    }
 }

@@ -1,4 +1,5 @@
-//! Servers nobody here wrote: Python's ThreadingHTTPServer, nginx, Caddy.
+//! Servers nobody here wrote: Python's ThreadingHTTPServer, nginx, Caddy,
+//! gunicorn.
 //! Needs root: run with `cargo xtask test`.
 
 // Integration tests: a failed step is a failed test.
@@ -165,4 +166,55 @@ fn caddy_stripped_go_is_symbolized() {
     for name in ["net/http.(*conn).serve", "caddyhttp.(*Server).ServeHTTP"] {
         assert!(oncpu.contains(name), "oncpu.folded lacks {name}:\n{oncpu}");
     }
+}
+
+/// gunicorn's sync workers (pre-forked by a master, one request per
+/// connection, a half-close and a drain before close) traced by the
+/// master's pid: every answered request is counted, each on its own
+/// connection, though the workers reuse fds and the kernel reuses sockets.
+#[test]
+#[ignore = "needs root and gunicorn: cargo xtask test"]
+fn gunicorn_sync_workers_lose_no_request() {
+    let dir = scratch_dir("gunicorn");
+    fs::create_dir_all(&dir).expect("dir");
+    fs::write(
+        dir.join("app.py"),
+        "import time\n\
+         def app(environ, start_response):\n    \
+             time.sleep(0.003)\n    \
+             start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '3')])\n    \
+             return [b'ok\\n']\n",
+    )
+    .expect("app.py");
+    let port = free_port().expect("port");
+    let mut cmd = Command::new(scenarios::pypi_tool("gunicorn", "gunicorn"));
+    cmd.args(["-w", "3", "-b", &format!("127.0.0.1:{port}"), "app:app"])
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::null());
+    let server = Server::start(cmd, port).expect("gunicorn");
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("gunicorn-run"), &[])
+        .expect("tracer attaches");
+    let one_by_one = hey(&server.url("/"), 20, 1).expect("hey -c 1");
+    let two = hey(&server.url("/"), 60, 2).expect("hey -c 2");
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{:?} {}", out.status, out.stderr);
+    let report = &out.report;
+
+    let answered = one_by_one.responses() + two.responses();
+    assert_eq!(answered, 80);
+    let r = route(report, "GET", "/").expect("GET /");
+    assert_eq!(num(r, "count"), answered, "{}", r["outcomes"]);
+    assert_eq!(status_count(r, 200), answered);
+    assert_eq!(num(report, "connections"), answered, "one connection each");
+    assert_eq!(num(&report["listeners"][0], "accepted"), answered);
+    assert_eq!(
+        num(&report["drops"], "ringbuf_full"),
+        0,
+        "records were dropped"
+    );
+    let text = report["diagnosis"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("clock_nanosleep") && !text.contains("and clock_nanosleep"),
+        "one wait, named once: {text}"
+    );
 }

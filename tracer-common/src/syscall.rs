@@ -21,6 +21,7 @@ pub const RECVFROM: i64 = 45;
 pub const SENDMSG: i64 = 46;
 pub const RECVMSG: i64 = 47;
 pub const SHUTDOWN: i64 = 48;
+pub const CLONE: i64 = 56;
 pub const WAIT4: i64 = 61;
 pub const KILL: i64 = 62;
 pub const FCNTL: i64 = 72;
@@ -40,4 +41,8 @@ pub const EPOLL_PWAIT: i64 = 281;
 pub const ACCEPT4: i64 = 288;
 pub const RECVMMSG: i64 = 299;
 pub const SENDMMSG: i64 = 307;
+pub const CLONE3: i64 = 435;
 pub const EPOLL_PWAIT2: i64 = 441;
+
+/// `clone` flag: the child is a thread of the caller's process.
+pub const CLONE_THREAD: u64 = 0x0001_0000;

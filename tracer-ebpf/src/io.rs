@@ -55,7 +55,7 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
     let (nr, fd, arg1) = current_syscall();
     let fd = fd as i32;
 
-    let Some(state) = socket_state(tgid, tid, sk, fd) else {
+    let Some(state) = socket_state(tgid, tid, sk, fd, ret > 0) else {
         return;
     };
     let enter_ts = if direction == dir::WRITE {
@@ -91,8 +91,11 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
 
 /// The socket's kernel-side state; the first use by a traced process
 /// creates it (or marks it) and tells userspace the socket's addresses.
+/// Only a use that moved bytes (or an accept) creates it: an EOF or an
+/// error on a socket never seen is the tail of a connection whose state
+/// went with its close, and would otherwise read as a new connection.
 #[inline(always)]
-fn socket_state(tgid: u32, tid: u32, sk: u64, fd: i32) -> Option<*mut SockState> {
+fn socket_state(tgid: u32, tid: u32, sk: u64, fd: i32, create: bool) -> Option<*mut SockState> {
     if let Some(state) = SOCKS.get_ptr_mut(&sk) {
         // SAFETY: map value pointer valid for this program's run.
         unsafe {
@@ -102,6 +105,9 @@ fn socket_state(tgid: u32, tid: u32, sk: u64, fd: i32) -> Option<*mut SockState>
             }
         }
         return Some(state);
+    }
+    if !create {
+        return None;
     }
     let fresh = SockState {
         announced: 1,
@@ -253,7 +259,8 @@ fn emit_with_payload(io: IoEvent, (src, src_len): (u64, u64), want: u64) {
 
 /// `syscalls/sys_exit_accept` and `sys_exit_accept4`: `ret` at offset 16.
 /// The listening fd is still in the task's saved registers: its socket gives
-/// the port and the accept queue left behind.
+/// the port and the accept queue left behind. The new connection is
+/// announced at once, so one that never sends a byte is still seen.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = traced_current() else {
@@ -284,5 +291,8 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
         listener_drops,
         _pad2: 0,
     });
+    if let Some(sk) = listen::current_fd_socket(ret as u64) {
+        let _ = socket_state(tgid, tid, sk, ret as i32, true);
+    }
     0
 }

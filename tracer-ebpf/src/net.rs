@@ -7,10 +7,11 @@
 //! run in the caller's context, so they filter by traced process.
 
 use aya_ebpf::{
+    helpers::bpf_probe_read_user,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tracer_common::{CloseEvent, ForkEvent, SockEvent, SockState, counter, kind};
+use tracer_common::{CloseEvent, ForkEvent, SockEvent, SockState, counter, kind, syscall};
 
 use crate::{
     listen,
@@ -188,13 +189,16 @@ pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Children of traced processes are traced from their first instruction;
-/// userspace removes the entries that turn out to be threads.
+/// Child processes of traced processes are traced from their first
+/// instruction. New threads need nothing: they are traced by their process.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = traced_current() else {
         return 0;
     };
+    if creates_thread() {
+        return 0;
+    }
     // SAFETY: the offset comes from this kernel's tracepoint format.
     let Ok(child) = (unsafe { ctx.read_at::<i32>(setting(&LAYOUT).fork_child_pid as usize) })
     else {
@@ -211,4 +215,20 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         _pad: 0,
     });
     0
+}
+
+/// Whether the `clone` or `clone3` being made (the caller's syscall) asks
+/// for a thread. `fork` and `vfork` never do; an unreadable `clone3`
+/// argument counts as a process, which userspace then checks.
+#[inline(always)]
+fn creates_thread() -> bool {
+    let (nr, arg0, _) = current_syscall();
+    let flags = match nr {
+        syscall::CLONE => arg0,
+        // `struct clone_args` begins with the flags.
+        // SAFETY: user memory read through the checked helper.
+        syscall::CLONE3 => unsafe { bpf_probe_read_user(arg0 as *const u64) }.unwrap_or(0),
+        _ => 0,
+    };
+    flags & syscall::CLONE_THREAD != 0
 }

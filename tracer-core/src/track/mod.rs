@@ -8,6 +8,7 @@ mod listener;
 use std::{collections::BTreeMap, net::SocketAddr, rc::Rc};
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
 use tracer_common::{IoEvent, OffCpuEvent, SockEvent, SocketEvent, StackKey, dir, traced};
 
 pub use self::listener::{Listener, QueueDepth};
@@ -17,7 +18,7 @@ use crate::{
         exchanges::{Exchanges, covered},
         timeline::Timeline,
     },
-    chain::{Connection, Io, Request},
+    chain::{Connection, Io, Request, Standing},
     event::{Event, handshake_peer, has_addresses, socket_peer},
 };
 
@@ -36,6 +37,15 @@ struct Conn {
     peer: Option<SocketAddr>,
     /// The last read and write sequence numbers seen ([`IoEvent::seq`]).
     seqs: [Option<u16>; 2],
+    /// When the tracker learnt of it.
+    opened: u64,
+}
+
+impl Conn {
+    /// Handed on by its process and not used by any since ([`Tracker::close_fd`]).
+    fn orphaned(&self) -> bool {
+        self.fd == -1 && self.seqs == [None; 2]
+    }
 }
 
 impl Conn {
@@ -66,6 +76,25 @@ pub struct Origin {
     pub pid: u32,
     pub comm: Rc<str>,
     pub peer: Option<SocketAddr>,
+}
+
+/// Inbound connections open at one moment, by where they stand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OpenConnections {
+    /// Accepted and silent, or between requests (keep-alive).
+    pub idle: u64,
+    /// Sending a request whose headers have not ended (a slow client).
+    pub reading_request: u64,
+    /// Request read, no response yet.
+    pub in_handler: u64,
+    /// Response bytes still in the socket's send queue (a slow reader).
+    pub writing: u64,
+}
+
+impl OpenConnections {
+    pub fn total(&self) -> u64 {
+        self.idle + self.reading_request + self.in_handler + self.writing
+    }
 }
 
 /// A request the tracker finished, with what its handler's time went to.
@@ -102,8 +131,8 @@ pub struct Tracker {
     /// Most inbound connections open at once.
     open_peak: usize,
     events: u64,
-    /// Processes that forked from traced ones, to be checked and traced.
-    forks: Vec<u32>,
+    /// Processes forked by traced ones, (parent, child): to be traced.
+    forks: Vec<(u32, u32)>,
 }
 
 impl Default for Tracker {
@@ -159,8 +188,8 @@ impl Tracker {
         self.new_stacks.drain(..)
     }
 
-    /// Processes forked by traced ones since the last call.
-    pub fn take_forks(&mut self) -> Vec<u32> {
+    /// Processes forked by traced ones since the last call, (parent, child).
+    pub fn take_forks(&mut self) -> Vec<(u32, u32)> {
         std::mem::take(&mut self.forks)
     }
 
@@ -185,6 +214,24 @@ impl Tracker {
         self.open_peak
     }
 
+    /// The inbound connections open now, by where they stand. `unsent`
+    /// tells whether a peer's connection still has response bytes to send:
+    /// a connection that wrote a response is `writing` if so, else `idle`.
+    pub fn open_connections_now(&self, unsent: impl Fn(SocketAddr) -> bool) -> OpenConnections {
+        let mut open = OpenConnections::default();
+        for conn in self.conns.values() {
+            let count = match conn.chain.standing() {
+                Standing::ReadingRequest => &mut open.reading_request,
+                Standing::InHandler => &mut open.in_handler,
+                Standing::Responded if conn.peer.is_some_and(&unsent) => &mut open.writing,
+                // A response all sent is a connection waiting for the next request.
+                Standing::Idle | Standing::Responded => &mut open.idle,
+            };
+            *count += 1;
+        }
+        open
+    }
+
     /// Events handled.
     pub fn events(&self) -> u64 {
         self.events
@@ -204,6 +251,13 @@ impl Tracker {
                     self.accepts
                         .retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
                 }
+                if self.conns.len() >= SWEEP_AT {
+                    // Handed on and never used: reset before anyone read it.
+                    let now = a.hdr.ts;
+                    self.conns.retain(|_, c| {
+                        !(c.orphaned() && now.saturating_sub(c.opened) >= HANDSHAKE_TTL_NS)
+                    });
+                }
                 self.accepts.insert(key, a.hdr.ts);
                 self.queue_sample(a.port, a.backlog, a.backlog_max, a.listener_drops);
             }
@@ -220,7 +274,7 @@ impl Tracker {
             }
             Event::Established(s) => self.on_handshake(&s),
             Event::Listen(s) => self.add_listener(s.hdr.tgid, s.sport),
-            Event::Fork(f) => self.forks.push(f.child_pid),
+            Event::Fork(f) => self.on_fork(f.hdr.tgid, f.child_pid),
             Event::Sample(s) => {
                 let sample = Sample {
                     ts: s.hdr.ts,
@@ -234,6 +288,18 @@ impl Tracker {
             }
             Event::OffCpu(o) => self.on_off_cpu(&o),
         }
+    }
+
+    /// A child starts as a copy of its parent: same name, same runtime, until
+    /// it is looked at (it may serve a connection and exit before that).
+    fn on_fork(&mut self, parent: u32, child: u32) {
+        if let Some(comm) = self.comms.get(&parent).cloned() {
+            self.comms.entry(child).or_insert(comm);
+        }
+        if self.go.contains(&parent) {
+            self.go.insert(child);
+        }
+        self.forks.push((parent, child));
     }
 
     fn queue_sample(&mut self, port: u16, depth: u32, limit: u32, drops: u32) {
@@ -310,6 +376,7 @@ impl Tracker {
                 chain,
                 peer,
                 seqs: [None; 2],
+                opened: s.hdr.ts,
             },
         );
         self.connections += 1;
@@ -323,6 +390,13 @@ impl Tracker {
             }
             return;
         };
+        if conn.pid != ev.hdr.tgid {
+            // Another process took the connection over: a child forked to
+            // serve it, or a worker it was passed to.
+            conn.pid = ev.hdr.tgid;
+            conn.fd = ev.fd;
+            self.fds.insert((ev.hdr.tgid, ev.fd), ev.sk);
+        }
         if conn.gap_before(ev) {
             conn.chain.events_lost();
         }
@@ -394,12 +468,21 @@ impl Tracker {
 
     /// An fd that named `sk` now names something else: close the connection
     /// if it still is the one behind that fd (socket addresses are reused).
+    /// A connection never read nor written was handed on, not closed (its
+    /// close would have been seen): a server forking per connection closes
+    /// its copy and accepts the next on the same fd before the child reads.
+    /// It stays open, without an fd, until its new owner uses or closes it.
     fn close_fd(&mut self, sk: u64, (pid, fd): (u32, i32), ts: u64) {
-        if self
+        let Some(conn) = self
             .conns
-            .get(&sk)
-            .is_some_and(|c| c.pid == pid && c.fd == fd)
-        {
+            .get_mut(&sk)
+            .filter(|c| c.pid == pid && c.fd == fd)
+        else {
+            return;
+        };
+        if conn.seqs == [None; 2] {
+            conn.fd = -1;
+        } else {
             self.close(sk, ts);
         }
     }
@@ -605,6 +688,90 @@ mod tests {
             Some(0),
             "one accept: no drops seen between readings"
         );
+    }
+
+    /// Connections that never send a byte are seen from their accept, and
+    /// every open connection is told by where it stands.
+    #[test]
+    fn open_connections_are_counted_by_where_they_stand() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        for (i, fd) in (20..26).enumerate() {
+            c.handle(accept(fd, 1));
+            c.handle(socket(0x100 + fd as u64, fd, 80, 5000 + i as u16, 1));
+        }
+        let mut ev = |fd: i32, d: u8, ts: u64, bytes: &'static [u8]| {
+            c.handle(Event::Io(
+                io(0x100 + fd as u64, fd, d, ts, bytes.len() as i64),
+                bytes,
+            ));
+        };
+        // fd 20 and 21: silent. 22: half a request. 23: a whole one.
+        ev(22, dir::READ, 2, b"GET /slow HTTP/1.1\r\nHost: x\r\n");
+        ev(23, dir::READ, 2, b"GET /busy HTTP/1.1\r\n\r\n");
+        // 24 and 25 answered; only 25's response is still in its send queue.
+        for fd in [24, 25] {
+            ev(fd, dir::READ, 2, b"GET / HTTP/1.1\r\n\r\n");
+            ev(fd, dir::WRITE, 3, b"HTTP/1.1 200 OK\r\n");
+        }
+        let open = c.open_connections_now(|peer| peer.port() == 5005);
+        assert_eq!(
+            open,
+            OpenConnections {
+                idle: 3,
+                reading_request: 1,
+                in_handler: 1,
+                writing: 1
+            }
+        );
+        assert_eq!((c.connections(), c.open_peak()), (6, 6));
+        assert_eq!(c.listeners[&80].accepted, 6);
+    }
+
+    /// A server forking a child per connection: the parent accepts, forks,
+    /// closes its copy and accepts the next on the same fd, maybe before the
+    /// child reads. The child's requests are counted, under its own pid
+    /// and its parent's name.
+    #[test]
+    fn a_child_forked_per_connection_takes_it_over() {
+        let mut c = Tracker::new();
+        c.add_process(10, "srv", false);
+        c.add_listener(10, 80);
+        let child = |mut e: IoEvent| {
+            e.hdr.tgid = 20;
+            e.hdr.tid = 20;
+            e
+        };
+        c.handle(accept(4, 1));
+        c.handle(socket(0xa, 4, 80, 1, 1));
+        c.handle(Event::Fork(tracer_common::ForkEvent {
+            hdr: hdr(kind::FORK, 2),
+            child_pid: 20,
+            _pad: 0,
+        }));
+        c.handle(accept(4, 3));
+        c.handle(socket(0xb, 4, 80, 2, 3));
+        c.handle(Event::Io(
+            child(io(0xa, 4, dir::READ, 4, 10)),
+            b"GET /a HTTP/1.1\r\n\r\n",
+        ));
+        c.handle(Event::Io(
+            child(io(0xa, 4, dir::WRITE, 5, 10)),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        let mut close = CloseEvent {
+            hdr: hdr(kind::CLOSE, 6),
+            sk: 0xa,
+        };
+        close.hdr.tgid = 20;
+        c.handle(Event::Close(close));
+        let done: Vec<Finished> = c.take_finished().collect();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].request.outcome, crate::chain::Outcome::Complete);
+        assert_eq!((done[0].origin.pid, &*done[0].origin.comm), (20, "srv"));
+        assert_eq!(c.take_forks(), vec![(10, 20)]);
+        assert_eq!((c.connections(), c.open_connections()), (2, 1));
+        assert_eq!(c.listeners[&80].accepted, 2);
     }
 
     #[test]

@@ -83,10 +83,10 @@ fn trace(target: Target, pids: &[u32], settings: &Settings) -> Result<Results> {
     let whole = OpenWindow::open(&session, settings)?;
     let mut windows = vec![whole];
     let stop = session.follow(&mut windows, settings.duration)?;
+    let mut end = windows[0].end(&session)?;
     session.tracker.finish_all(clock::monotonic_ns());
     follow::fan_out(&mut session.tracker, &mut windows);
     let whole = windows.swap_remove(0);
-    let mut end = whole.end(&session)?;
     // Detach before the slower work of symbolizing and writing outputs.
     let Session {
         probes,

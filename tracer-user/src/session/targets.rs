@@ -187,13 +187,29 @@ impl Targets {
         Ok(())
     }
 
-    /// Forked children of traced processes: keep the processes, drop the
-    /// threads (the kernel adds both, since it cannot tell them apart cheaply).
+    /// Child processes forked by traced ones (the kernel already traces
+    /// them). One that served its connection and exited before this look
+    /// is listed as exited, under its parent's name.
     pub fn adopt_forks(&mut self, o: &mut Observers) -> Result<()> {
-        for pid in o.tracker.take_forks() {
+        for (parent, pid) in o.tracker.take_forks() {
             match procfs::tgid(pid) {
-                Some(tgid) if tgid == pid => self.trace_process(pid, o)?,
-                _ => o.probes.untrace(pid),
+                Some(tgid) if tgid != pid => o.probes.untrace(pid),
+                Some(_) if procfs::is_alive(pid) => self.trace_process(pid, o)?,
+                _ => {
+                    o.probes.untrace(pid);
+                    if !self.processes.iter().any(|t| t.pid == pid) {
+                        let comm = self
+                            .processes
+                            .iter()
+                            .find(|t| t.pid == parent)
+                            .map_or_else(|| pid.to_string(), |t| t.comm.clone());
+                        self.processes.push(Process {
+                            pid,
+                            comm,
+                            exited: true,
+                        });
+                    }
+                }
             }
         }
         Ok(())

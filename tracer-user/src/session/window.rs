@@ -18,7 +18,7 @@ use tracer_core::{
     process::{CommandOutcome, Process},
     report::{self, GoroutineSampling, Meta, Netstat, Sampling, folded},
     stack::Frame,
-    track::{Finished, Tracker},
+    track::{Finished, OpenConnections, Tracker},
 };
 
 use super::{attached::Session, clock, settings::Settings};
@@ -48,6 +48,7 @@ pub struct End {
     program_costs: Vec<(String, u64, u64)>,
     listen_counters: Vec<(u16, ListenCounters)>,
     netstat: Netstat,
+    open: OpenConnections,
 }
 
 impl OpenWindow {
@@ -82,9 +83,12 @@ impl OpenWindow {
         self.window.record(finished);
     }
 
-    /// Reads what the kernel and the goroutine sampler counted: while the
-    /// programs are attached.
+    /// Reads what the kernel and the goroutine sampler counted, and where
+    /// the open connections stand: while the programs are attached and
+    /// before the tracker settles the requests in progress.
     pub fn end(&self, session: &Session) -> Result<End> {
+        let pids: Vec<u32> = session.targets.processes().iter().map(|p| p.pid).collect();
+        let unsent = procfs::peers_with_unsent_bytes(&pids);
         let after = procfs::tcp_ext(self.netstat_pid);
         let delta = |name: &str| {
             after
@@ -105,6 +109,9 @@ impl OpenWindow {
                 listen_overflows: delta("ListenOverflows"),
                 listen_drops: delta("ListenDrops"),
             },
+            open: session
+                .tracker
+                .open_connections_now(|peer| unsent.contains(&peer)),
         })
     }
 
@@ -129,6 +136,7 @@ impl OpenWindow {
             command: end.command,
             connections: w.connections(tracker.connections()),
             open_peak: tracker.open_peak(),
+            open: end.open,
             counters: w.counters(&end.counters),
             sampling: self.sampling,
             goroutines: end.goroutines,

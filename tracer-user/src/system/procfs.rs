@@ -2,7 +2,7 @@
 //! the ports they listen on.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
@@ -141,6 +141,8 @@ pub struct TcpSocket {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub state: u8,
+    /// Bytes in the send queue: not yet sent, or sent and not acknowledged.
+    pub unsent: u32,
     pub inode: u64,
 }
 
@@ -163,11 +165,14 @@ fn parse_tcp_line(line: &str) -> Option<TcpSocket> {
     let local = parse_hex_addr(f.get(1)?)?;
     let remote = parse_hex_addr(f.get(2)?)?;
     let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
+    let (tx, _rx) = f.get(4)?.split_once(':')?;
+    let unsent = u32::from_str_radix(tx, 16).ok()?;
     let inode = f.get(9)?.parse().ok()?;
     Some(TcpSocket {
         local,
         remote,
         state,
+        unsent,
         inode,
     })
 }
@@ -218,6 +223,26 @@ fn parse_tcp_ext(text: &str) -> HashMap<String, u64> {
         .collect()
 }
 
+/// Peers of the TCP connections, in the network namespaces of `pids`, that
+/// still hold bytes in their send queue: a response not yet taken by its reader.
+pub fn peers_with_unsent_bytes(pids: &[u32]) -> HashSet<SocketAddr> {
+    let mut seen_ns = HashSet::new();
+    let mut out = HashSet::new();
+    for &pid in pids {
+        let ns = fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        if !seen_ns.insert(ns) {
+            continue;
+        }
+        out.extend(
+            tcp_sockets(pid)
+                .values()
+                .filter(|s| s.state != TCP_LISTEN && s.unsent > 0)
+                .map(|s| s.remote),
+        );
+    }
+    out
+}
+
 /// Listening TCP ports of `pid`.
 pub fn listeners(pid: u32) -> Vec<u16> {
     let fds = socket_fds(pid);
@@ -242,11 +267,14 @@ mod tests {
 
     #[test]
     fn parses_ipv4_line() {
-        let line = "   1: 0100007F:1F90 0100007F:D6A4 01 00000000:00000000 00:00000000 00000000     0        0 41234 1 0000000000000000 20 4 30 10 -1";
+        let line = "   1: 0100007F:1F90 0100007F:D6A4 01 00010400:00000000 00:00000000 00000000     0        0 41234 1 0000000000000000 20 4 30 10 -1";
         let s = parse_tcp_line(line).expect("line");
         assert_eq!(s.local, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(s.remote, "127.0.0.1:54948".parse().expect("addr"));
-        assert_eq!((s.state, s.inode), (TCP_ESTABLISHED, 41234));
+        assert_eq!(
+            (s.state, s.inode, s.unsent),
+            (TCP_ESTABLISHED, 41234, 66560)
+        );
     }
 
     #[test]
