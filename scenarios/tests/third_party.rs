@@ -1,5 +1,5 @@
 //! Servers nobody here wrote: Python's ThreadingHTTPServer, nginx, Caddy,
-//! gunicorn.
+//! gunicorn, uvicorn.
 //! Needs root: run with `cargo xtask test`.
 
 // Integration tests: a failed step is a failed test.
@@ -217,4 +217,77 @@ fn gunicorn_sync_workers_lose_no_request() {
         text.contains("clock_nanosleep") && !text.contains("and clock_nanosleep"),
         "one wait, named once: {text}"
     );
+}
+
+/// uvicorn (one asyncio event loop) awaiting a 60 ms upstream, or a 50 ms
+/// timer. The loop's epoll_wait waits for all its requests: where the
+/// request's own upstream call was pending, the call names the time, not
+/// the loop too; a timer is "waiting in the event loop", which explains
+/// nothing.
+#[test]
+#[ignore = "needs root, Go and uvicorn: cargo xtask test"]
+fn uvicorn_event_loop_waits_are_not_counted_twice() {
+    const EVENT_LOOP: &str = "waiting in the event loop (timer or another task)";
+    let up_port = free_port().expect("port");
+    let mut up = Command::new(scenarios::go_binary("basic").expect("build scenarios/basic"));
+    up.args(["-addr", &format!("127.0.0.1:{up_port}")]);
+    let _upstream = Server::start(up, up_port).expect("upstream");
+    let port = free_port().expect("port");
+    let mut cmd = Command::new(scenarios::pypi_tool("uvicorn", "uvicorn"));
+    cmd.args([
+        "--app-dir",
+        &scenarios::harness::python_script("").display().to_string(),
+        "asgi_app:app",
+        "--port",
+        &port.to_string(),
+        "--log-level",
+        "warning",
+    ])
+    .env("UPSTREAM_PORT", up_port.to_string())
+    .stderr(std::process::Stdio::null());
+    let server = Server::start(cmd, port).expect("uvicorn");
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("uvicorn-run"), &[])
+        .expect("tracer attaches");
+    let proxied = hey(&server.url("/proxy"), 40, 4).expect("hey /proxy");
+    let timed = hey(&server.url("/timer"), 40, 4).expect("hey /timer");
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = &out.report;
+    let blocked = |r: &serde_json::Value| -> Vec<(String, u64)> {
+        r["blocked_on"]
+            .as_array()
+            .expect("blocked_on")
+            .iter()
+            .map(|b| (b["what"].as_str().unwrap_or("").to_string(), num(b, "us")))
+            .collect()
+    };
+
+    let r = route(report, "GET", "/proxy").expect("GET /proxy");
+    assert_eq!(num(r, "count"), proxied.responses());
+    let handler_us = num(&r["stages"]["handler"], "p50_us");
+    let waits = blocked(r);
+    assert!(
+        waits[0].0 == format!("response from outbound 127.0.0.1:{up_port}")
+            && (55_000..80_000).contains(&waits[0].1),
+        "the upstream's 60 ms first: {waits:?}"
+    );
+    assert!(
+        waits.iter().all(|(what, _)| !what.contains("epoll")),
+        "{waits:?}"
+    );
+    let sum: u64 = waits.iter().map(|(_, us)| us).sum();
+    assert!(
+        sum <= handler_us * 11 / 10,
+        "waits {sum} µs in a {handler_us} µs handler: counted twice: {waits:?}"
+    );
+
+    let r = route(report, "GET", "/timer").expect("GET /timer");
+    assert_eq!(num(r, "count"), timed.responses());
+    let waits = blocked(r);
+    assert!(
+        waits[0].0 == EVENT_LOOP && (45_000..70_000).contains(&waits[0].1),
+        "the 50 ms timer: {waits:?}"
+    );
+    let explained = r["explained_pct"].as_f64().unwrap_or(100.0);
+    assert!(explained < 30.0, "a timer explains nothing: {explained}%");
 }

@@ -46,3 +46,8 @@ pub const EPOLL_PWAIT2: i64 = 441;
 
 /// `clone` flag: the child is a thread of the caller's process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// Whether `nr` is an event loop's wait for any of its sockets and timers.
+pub fn is_loop_wait(nr: i64) -> bool {
+    matches!(nr, EPOLL_WAIT | EPOLL_PWAIT | EPOLL_PWAIT2)
+}

@@ -1,6 +1,8 @@
 //! Causes: one thing a request's handler waited on, the key under which
 //! blocked time is summed per route and per slow request.
 
+use tracer_common::syscall;
+
 use crate::attribution::{GoWait, Target, Wait};
 
 /// One thing a request's handler waited on: named at report time, once the
@@ -32,6 +34,11 @@ impl Cause {
         user_stack: -1,
         reason: 0,
     };
+
+    /// An event loop's wait ([`crate::attribution::OffCpu::is_loop_wait`]).
+    pub fn is_loop_wait(&self) -> bool {
+        self.target == Target::None && syscall::is_loop_wait(self.syscall)
+    }
 
     pub fn wait(tgid: u32, target: Target, wait: Wait) -> Cause {
         let syscall = match wait {

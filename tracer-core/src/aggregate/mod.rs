@@ -308,7 +308,11 @@ impl Aggregates {
                 _pad: 0,
             };
             add(Stage::Handler, Leaf::OffCpu(key), us(*ns));
-            explained += us(*ns);
+            // The loop waited on a timer or another task: it does not say
+            // what this request waited for.
+            if !off.is_loop_wait() {
+                explained += us(*ns);
+            }
         }
         for s in &attribution.samples {
             let key = StackKey {
@@ -674,5 +678,31 @@ mod tests {
             leaf: Leaf::Waiting(dns, Wait::Response),
         };
         assert_eq!(s.folded()[&key], 30_000);
+    }
+
+    /// An event loop's wait is shown (flame graph, causes) and explains
+    /// nothing: the loop waited on a timer or another task.
+    #[test]
+    fn an_event_loops_wait_explains_nothing() {
+        let mut s = Aggregates::new(0);
+        let off = OffCpu {
+            start: 0,
+            end: 0,
+            tgid: 1,
+            user_stack: 4,
+            kernel_stack: 5,
+            syscall: tracer_common::syscall::EPOLL_WAIT,
+            target: Target::None,
+            waker_tgid: 0,
+        };
+        let attribution = Attribution {
+            off: vec![(off, 50_000_000)],
+            ..Attribution::default()
+        };
+        record(&mut s, req("/timer", 60), origin(), attribution);
+        let causes = &s.slowest()[0].causes;
+        assert!(causes[0].0.is_loop_wait(), "{causes:?}");
+        assert_eq!(causes[0].1, 50_000);
+        assert!(route(&s, "/timer").explained_pct() < 0.01);
     }
 }

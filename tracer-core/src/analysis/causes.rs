@@ -10,6 +10,9 @@ use crate::{
     stack::{Frame, StackNames},
 };
 
+/// An event loop's wait that this request's own calls do not cover.
+pub const EVENT_LOOP: &str = "waiting in the event loop (timer or another task)";
+
 /// `recvfrom on outbound 127.0.0.1:9001 (sock_recv)`, `clock_nanosleep (time_sleep)`,
 /// `response from outbound 127.0.0.1:9001`.
 pub fn describe(cause: &Cause, leaf_frame: Option<&str>) -> String {
@@ -17,6 +20,7 @@ pub fn describe(cause: &Cause, leaf_frame: Option<&str>) -> String {
         Cause::WAIT_RESPONSE => return wait_name(cause.target, Wait::Response),
         Cause::WAIT_CONNECT => return wait_name(cause.target, Wait::Connect),
         _ if *cause == Cause::OTHER => return "other causes".to_string(),
+        _ if cause.is_loop_wait() => return EVENT_LOOP.to_string(),
         _ => {}
     }
     let syscall = syscall_names::name(cause.syscall).map_or_else(
@@ -269,6 +273,10 @@ mod tests {
             "clock_nanosleep"
         );
         assert_eq!(describe(&cause(999, Target::None), None), "syscall 999");
+        assert_eq!(
+            describe(&cause(232, Target::None), Some("epoll_wait")),
+            EVENT_LOOP
+        );
         assert_eq!(
             describe(&cause(Cause::WAIT_RESPONSE, Target::Outbound(peer)), None),
             "response from outbound 127.0.0.1:9001"

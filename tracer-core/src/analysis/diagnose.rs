@@ -37,11 +37,13 @@ impl Waited {
     /// `blocked on recvfrom (...)`, `goroutine waiting on sync.Mutex.Lock in ...`.
     fn phrase(&self) -> String {
         let verb = if self.goroutine {
-            "goroutine waiting on"
+            "goroutine waiting on "
+        } else if self.what == super::causes::EVENT_LOOP {
+            ""
         } else {
-            "blocked on"
+            "blocked on "
         };
-        format!("{verb} {} ({})", self.what, duration(self.us))
+        format!("{verb}{} ({})", self.what, duration(self.us))
     }
 }
 

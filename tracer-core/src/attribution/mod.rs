@@ -8,6 +8,8 @@ pub mod timeline;
 
 use std::net::SocketAddr;
 
+use tracer_common::syscall;
+
 /// Who does a request's work: a thread, or in Go a goroutine, which moves
 /// between threads (the kernel reads it at each socket call, sample and
 /// block of a Go program).
@@ -59,6 +61,15 @@ pub struct OffCpu {
     pub syscall: i64,
     pub target: Target,
     pub waker_tgid: u32,
+}
+
+impl OffCpu {
+    /// An event loop's wait (epoll): the loop waiting for any of its
+    /// sockets and timers, on behalf of all the requests it serves, so not
+    /// the cause of any one of them.
+    pub fn is_loop_wait(&self) -> bool {
+        syscall::is_loop_wait(self.syscall)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::{chain::Stage, units::duration};
+use crate::{analysis::causes::EVENT_LOOP, chain::Stage, units::duration};
 
 const SLOWEST_SHOWN: usize = 5;
 
@@ -229,7 +229,12 @@ fn slowest(out: &mut String, report: &Report) {
             }
         );
         for b in s.blocked_on.iter().take(3) {
-            let _ = writeln!(out, "   blocked on {} ({})", b.what, duration(b.us));
+            let verb = if b.what == EVENT_LOOP {
+                ""
+            } else {
+                "blocked on "
+            };
+            let _ = writeln!(out, "   {verb}{} ({})", b.what, duration(b.us));
         }
     }
 }

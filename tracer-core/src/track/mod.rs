@@ -508,12 +508,17 @@ impl Tracker {
         let (from, to) = req.handler_ns;
         let mut attribution = self.timeline.within(&[req.read_by, req.write_by], from, to);
         let claimed = self.exchanges.claim(pid, from, to);
-        // A goroutine waiting on its own outbound call is named by the
+        // A goroutine waiting on its own outbound call, or an event loop
+        // waiting while this request's call was pending, is named by the
         // call's peer, not again by its wait.
         for (w, ns) in &mut attribution.go_waits {
             *ns = ns.saturating_sub(covered(w.start.max(from), w.end.min(to), &claimed.spans));
         }
         attribution.go_waits.retain(|&(_, ns)| ns > 0);
+        for (o, ns) in attribution.off.iter_mut().filter(|(o, _)| o.is_loop_wait()) {
+            *ns = ns.saturating_sub(covered(o.start.max(from), o.end.min(to), &claimed.spans));
+        }
+        attribution.off.retain(|&(_, ns)| ns > 0);
         attribution.waits = claimed.waits;
         self.finished.push(Finished {
             request: req,
@@ -772,6 +777,49 @@ mod tests {
         assert_eq!(c.take_forks(), vec![(10, 20)]);
         assert_eq!((c.connections(), c.open_connections()), (2, 1));
         assert_eq!(c.listeners[&80].accepted, 2);
+    }
+
+    /// An event loop serving a request that awaits an upstream 60 ms, then
+    /// a 10 ms timer: the loop's epoll_wait spans both. The upstream's part
+    /// is named by the upstream alone; the rest stays the loop's.
+    #[test]
+    fn an_event_loops_wait_is_not_counted_on_top_of_the_requests_call() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        c.handle(accept(7, 1));
+        c.handle(socket(0xa, 7, 80, 1, 1));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::READ, 2, 10),
+            b"GET /proxy HTTP/1.1\r\n\r\n",
+        ));
+        c.handle(socket(0xb, 9, 41000, 9001, 3));
+        c.handle(Event::Io(
+            io(0xb, 9, dir::WRITE, 3, 10),
+            b"GET / HTTP/1.1\r\n",
+        ));
+        c.handle(Event::OffCpu(OffCpuEvent {
+            hdr: hdr(kind::OFF_CPU, 73),
+            start_ts: 3 * MS,
+            syscall: tracer_common::syscall::EPOLL_WAIT,
+            fd: -1,
+            ..Default::default()
+        }));
+        c.handle(Event::Io(
+            io(0xb, 9, dir::READ, 63, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::WRITE, 73, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.finish_all(100 * MS);
+        let done: Vec<Finished> = c.take_finished().collect();
+        let a = &done[0].attribution;
+        assert_eq!(a.waits.len(), 1);
+        assert_eq!(a.waits[0].2, 60 * MS, "the upstream's wait");
+        assert_eq!(a.off.len(), 1);
+        assert!(a.off[0].0.is_loop_wait());
+        assert_eq!(a.off[0].1, 10 * MS, "what the upstream does not cover");
     }
 
     #[test]
