@@ -146,6 +146,20 @@ fn caddy_stripped_go_is_symbolized() {
 
     let r = route(&out.report, "GET", "/hello").expect("GET /hello");
     assert_eq!(num(r, "count"), hello.responses());
+    // Caddy listens with MPTCP (Go's default since 1.24): the accept queue
+    // is its TCP subflow's, and `ss -ltn` shows the same limit.
+    let listener = &out.report["listeners"][0];
+    let somaxconn: u64 = fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(
+        num(listener, "backlog_limit"),
+        somaxconn.min(65535),
+        "{listener}"
+    );
+    assert!(num(listener, "queue_peak") >= 1, "{listener}");
     let r = route(&out.report, "GET", "/cpu/20").expect("GET /cpu/20");
     assert_eq!(num(r, "count"), proxied.responses());
     assert!(

@@ -342,6 +342,9 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
     /// `task_struct.thread.fsbase`: a thread's TLS base, where Go keeps `g`.
     pub task_fsbase: u32,
+    /// `mptcp_sock.first`: an MPTCP listener's TCP subflow, which holds
+    /// the accept queue.
+    pub mptcp_first: u32,
 }
 
 impl KernelOffsets {
@@ -371,6 +374,7 @@ impl KernelOffsets {
         file_private_data: Self::UNKNOWN,
         socket_sk: Self::UNKNOWN,
         task_fsbase: Self::UNKNOWN,
+        mptcp_first: Self::UNKNOWN,
     };
 }
 
@@ -469,7 +473,7 @@ const _: () = {
     assert!(size_of::<StackKey>() == 16);
     assert!(size_of::<OffCpuStart>() == 72);
     assert!(size_of::<TraceLayout>() == 16);
-    assert!(size_of::<KernelOffsets>() == 23 * 4);
+    assert!(size_of::<KernelOffsets>() == 24 * 4);
     assert!(size_of::<BlockedWrite>() == 16);
     assert!(size_of::<SockState>() == 16);
 };

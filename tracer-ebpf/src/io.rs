@@ -276,7 +276,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     let (_, listen_fd, _) = current_syscall();
     let (mut port, mut backlog, mut backlog_max, mut listener_drops) =
         (0, u32::MAX, u32::MAX, u32::MAX);
-    if let Some(listener) = listen::current_fd_socket(listen_fd) {
+    if let Some(listener) = listen::current_fd_socket(listen_fd).map(listen::tcp_listener) {
         port = sock::local_port(listener);
         listen::remember(port, listener);
         (backlog, backlog_max, listener_drops) = listen::backlog(listener);

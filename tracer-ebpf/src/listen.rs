@@ -50,6 +50,24 @@ pub fn current_fd_socket(fd: u64) -> Option<u64> {
     (sk != 0).then_some(sk)
 }
 
+const IPPROTO_MPTCP: u16 = 262;
+
+/// The TCP socket that holds a listener's accept queue: the socket itself,
+/// or for an MPTCP listener (Go's default since 1.24) its first subflow.
+#[inline(always)]
+pub fn tcp_listener(sk: u64) -> u64 {
+    let o = setting(&OFFSETS);
+    if o.mptcp_first == KernelOffsets::UNKNOWN
+        || read_field::<u16>(sk, o.sock_protocol) != Some(IPPROTO_MPTCP)
+    {
+        return sk;
+    }
+    match read_field::<u64>(sk, o.mptcp_first) {
+        Some(first) if first != 0 => first,
+        _ => sk,
+    }
+}
+
 /// Remembers the listener of a watched port.
 #[inline(always)]
 pub fn remember(port: u16, listener: u64) {

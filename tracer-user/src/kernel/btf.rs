@@ -92,11 +92,12 @@ macro_rules! each_offset {
             $f!($o, file_private_data),
             $f!($o, socket_sk),
             $f!($o, task_fsbase),
+            $f!($o, mptcp_first),
         ]
     };
 }
 
-fn fields(o: &KernelOffsets) -> [(&'static str, u32); 23] {
+fn fields(o: &KernelOffsets) -> [(&'static str, u32); 24] {
     macro_rules! read {
         ($o:expr, $n:ident) => {
             (stringify!($n), $o.$n)
@@ -105,7 +106,7 @@ fn fields(o: &KernelOffsets) -> [(&'static str, u32); 23] {
     each_offset!(o, read)
 }
 
-fn fields_mut(o: &mut KernelOffsets) -> [(&'static str, &mut u32); 23] {
+fn fields_mut(o: &mut KernelOffsets) -> [(&'static str, &mut u32); 24] {
     macro_rules! slot {
         ($o:expr, $n:ident) => {
             (stringify!($n), &mut $o.$n)
@@ -185,6 +186,7 @@ pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
         file_private_data: optional("file", "private_data"),
         socket_sk: optional("socket", "sk"),
         task_fsbase: required("task_struct", "thread")? + required("thread_struct", "fsbase")?,
+        mptcp_first: optional("mptcp_sock", "first"),
     })
 }
 
