@@ -9,7 +9,7 @@ use scenarios::{harness::scratch_dir, scale};
 
 #[test]
 #[ignore = "needs root and Go: cargo xtask test"]
-fn thousands_of_connections_are_counted_and_memory_stays_bounded() {
+fn thousands_of_connections_are_counted_and_memory_stays_flat() {
     let r = scale::run(2_000, 20_000, &scratch_dir("scale")).expect("scale run");
     eprintln!("{r:?}");
     assert_eq!(r.dropped_events, 0, "{r:?}");
@@ -25,13 +25,18 @@ fn thousands_of_connections_are_counted_and_memory_stays_bounded() {
         r.connections_open_peak >= r.held,
         "the held connections were open at once: {r:?}"
     );
-    // Bounded, not flat: the tracer's RSS settles either near 39 MB or,
-    // after a one-time step of ~15 MB whose trigger is not known yet, near
-    // 54 MB; the step can fall between the rounds. What holds every time is
-    // the resource target.
+    // Flat: the second round leaves the tracer no bigger than the first
+    // (20 runs: +0.3% to +1.6%). What it frees is handed back to the system,
+    // and names of native frames come from symbol tables, not from parsing
+    // a library's DWARF (that made a one-time 15 MB step in some runs).
     assert!(
-        r.rss_end_kb < 64 * 1024,
-        "tracer RSS {} KiB after two rounds, over 64 MiB: {r:?}",
+        r.rss_growth_pct() < 5.0,
+        "tracer RSS grew {:.1}% in the second round: {r:?}",
+        r.rss_growth_pct()
+    );
+    assert!(
+        r.rss_end_kb < 48 * 1024,
+        "tracer RSS {} KiB after two rounds, over 48 MiB: {r:?}",
         r.rss_end_kb
     );
 }

@@ -16,6 +16,7 @@ use crate::{
         tracefs,
     },
     symbols::stacks::Stacks,
+    system::memory,
 };
 
 /// Ring-buffer bytes that force an early wake-up of the reader.
@@ -48,9 +49,6 @@ impl Session {
             min_block_ns: settings.min_block.as_nanos() as u64,
         };
         let (mut probes, warnings) = Probes::load(config)?;
-        // Loading parsed the kernel's BTF: hand that memory back before tracing.
-        // SAFETY: malloc_trim has no preconditions.
-        unsafe { libc::malloc_trim(0) };
         for w in &warnings {
             eprintln!("tracer: warning: {w}");
         }
@@ -86,7 +84,11 @@ impl Session {
     /// Starts tracing the target.
     pub fn start(&mut self, target: Target, pids: &[u32], children: bool) -> Result<()> {
         let (targets, mut o) = self.targets_and_observers();
-        targets.start(target, pids, children, &mut o)
+        targets.start(target, pids, children, &mut o)?;
+        // Loading the programs parsed the kernel's BTF, and each Go
+        // binary's layout was read from its DWARF: all of it freed now.
+        memory::give_back_freed();
+        Ok(())
     }
 
     /// Looks at the goroutines serving Go requests now.
@@ -105,11 +107,10 @@ impl Session {
     /// every traced process is gone.
     pub fn check(&mut self) -> Result<bool> {
         let (targets, mut o) = self.targets_and_observers();
-        targets.adopt_forks(&mut o)?;
+        let adopted = targets.adopt_forks(&mut o)?;
         self.tracker.sweep(clock::monotonic_ns());
-        if self.tracker.compact() {
-            // SAFETY: malloc_trim has no preconditions.
-            unsafe { libc::malloc_trim(0) };
+        if self.tracker.compact() || adopted {
+            memory::give_back_freed();
         }
         self.stacks.note_all(self.tracker.take_new_stacks());
         self.stacks.resolve_pending();

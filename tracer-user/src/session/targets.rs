@@ -189,12 +189,17 @@ impl Targets {
 
     /// Child processes forked by traced ones (the kernel already traces
     /// them). One that served its connection and exited before this look
-    /// is listed as exited, under its parent's name.
-    pub fn adopt_forks(&mut self, o: &mut Observers) -> Result<()> {
+    /// is listed as exited, under its parent's name. Returns whether any
+    /// was traced (reading a Go child's layout leaves memory to give back).
+    pub fn adopt_forks(&mut self, o: &mut Observers) -> Result<bool> {
+        let mut traced = false;
         for (parent, pid) in o.tracker.take_forks() {
             match procfs::tgid(pid) {
                 Some(tgid) if tgid != pid => o.probes.untrace(pid),
-                Some(_) if procfs::is_alive(pid) => self.trace_process(pid, o)?,
+                Some(_) if procfs::is_alive(pid) => {
+                    self.trace_process(pid, o)?;
+                    traced = true;
+                }
                 _ => {
                     o.probes.untrace(pid);
                     if !self.processes.iter().any(|t| t.pid == pid) {
@@ -212,7 +217,7 @@ impl Targets {
                 }
             }
         }
-        Ok(())
+        Ok(traced)
     }
 
     /// Marks the processes that exited, and stops tracing their pids.

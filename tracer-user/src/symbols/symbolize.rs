@@ -1,5 +1,6 @@
-//! Addresses to frame names, with blazesym: ELF symbols and DWARF of
-//! executables and shared libraries (PIE or not), and kernel symbols from
+//! Addresses to frame names, with blazesym: the ELF symbol tables of
+//! executables and shared libraries (PIE or not; a stripped library's from
+//! its separate debug file, [`super::debuglink`]), and kernel symbols from
 //! kallsyms. Go executables are named from their `.gopclntab` first, which
 //! stripping leaves in place.
 //!
@@ -24,7 +25,7 @@ use blazesym::{
 };
 use rustc_hash::FxHashMap;
 
-use super::gopclntab::GoTable;
+use super::{debuglink, gopclntab::GoTable};
 
 /// A frame name, shared between the stacks that contain it.
 pub use tracer_core::stack::Frame;
@@ -72,6 +73,8 @@ pub struct Symbolizer {
     procs: FxHashMap<u32, Process>,
     /// Go function tables by executable, `None` for files without one.
     go: FxHashMap<PathBuf, Option<GoTable>>,
+    /// Where each native file's symbol table is ([`debuglink`]).
+    symbol_files: FxHashMap<PathBuf, debuglink::SymbolFile>,
     kernel: FxHashMap<u64, Frame>,
     unknown: Frame,
 }
@@ -91,6 +94,7 @@ impl Symbolizer {
                 .build(),
             procs: FxHashMap::default(),
             go: FxHashMap::default(),
+            symbol_files: FxHashMap::default(),
             kernel: FxHashMap::default(),
             unknown: Rc::from("[unknown]"),
         }
@@ -184,13 +188,27 @@ impl Symbolizer {
                 }
                 continue;
             }
-            let offsets: Vec<u64> = pairs.iter().map(|&(_, off)| off).collect();
-            let mut elf = Elf::new(&path);
-            elf.debug_syms = true;
-            let syms = self
-                .blaze
-                .symbolize(&Source::from(elf), Input::FileOffset(&offsets))
-                .unwrap_or_default();
+            let symbols = self
+                .symbol_files
+                .entry(path.clone())
+                .or_insert_with(|| debuglink::symbol_file(&path));
+            let mut elf = Elf::new(symbols.path.as_path());
+            // Names come from symbol tables; DWARF would add lines, which
+            // frames do not show, at the cost of parsing it all.
+            elf.debug_syms = false;
+            let source = Source::from(elf);
+            let syms = if symbols.path == path {
+                let offsets: Vec<u64> = pairs.iter().map(|&(_, off)| off).collect();
+                self.blaze.symbolize(&source, Input::FileOffset(&offsets))
+            } else {
+                // A debug file: by address, since it lacks the bytes.
+                let addrs: Vec<u64> = pairs
+                    .iter()
+                    .map(|&(_, off)| symbols.address_of(off).unwrap_or(0))
+                    .collect();
+                self.blaze.symbolize(&source, Input::VirtOffset(&addrs))
+            }
+            .unwrap_or_default();
             for (j, &(addr, off)) in pairs.iter().enumerate() {
                 let name = match syms.get(j).and_then(|s| s.as_sym()) {
                     Some(sym) => Rc::from(sym.name.as_ref()),
@@ -382,6 +400,17 @@ mod tests {
         assert!(bare.starts_with("prog-stripped+0x"), "{bare}");
         assert_eq!(bare, expected);
         fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// Debian's libc is stripped: its internal functions are named from
+    /// its debug file when `libc6-dbg` is installed, else its exported
+    /// ones from `.dynsym`.
+    #[test]
+    fn libc_functions_get_names() {
+        let addr = libc::clock_nanosleep as usize as u64;
+        let mut s = Symbolizer::new();
+        let frame = s.user(std::process::id(), &[addr + 1]).remove(0);
+        assert!(frame.contains("clock_nanosleep"), "{frame}");
     }
 
     #[test]
