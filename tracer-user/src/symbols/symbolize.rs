@@ -407,7 +407,7 @@ mod tests {
     /// ones from `.dynsym`.
     #[test]
     fn libc_functions_get_names() {
-        let addr = libc::clock_nanosleep as usize as u64;
+        let addr = libc::clock_nanosleep as *const () as u64;
         let mut s = Symbolizer::new();
         let frame = s.user(std::process::id(), &[addr + 1]).remove(0);
         assert!(frame.contains("clock_nanosleep"), "{frame}");
