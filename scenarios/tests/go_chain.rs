@@ -193,3 +193,31 @@ fn connections_open_before_tracing_are_followed() {
     assert_eq!(num(r, "count"), 3);
     assert_near_ms("handler p50", stage(r, "handler", "p50_us"), 20);
 }
+
+/// The report says what tracing cost: the kernel programs' run time, the
+/// tracer's CPU, per request and against the server's own CPU.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn the_report_says_what_tracing_cost() {
+    let server = basic_server();
+    let tracer = TracerRun::record(&[server.pid()], &scratch_dir("cost"), &[]).expect("tracer");
+    let load = hey(&server.url("/cpu/2"), 2000, 8).expect("hey");
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let cost = &out.report["tracer_cost"];
+    let f = |k: &str| cost[k].as_f64().unwrap_or(-1.0);
+    assert!(
+        f("kernel_cpu_s") > 0.0 && f("userspace_cpu_s") > 0.0,
+        "{cost}"
+    );
+    // 2,000 requests of 2 ms of CPU each: the server used about 4 s.
+    assert!(
+        (3.0..12.0).contains(&f("traced_cpu_s")),
+        "the server's CPU: {cost}"
+    );
+    // Tracing costs microseconds a request, a few percent of 2 ms each.
+    assert!((0.5..200.0).contains(&f("per_request_us")), "{cost}");
+    assert!((0.01..10.0).contains(&f("pct_of_traced_cpu")), "{cost}");
+    assert_eq!(num(&out.report, "requests"), load.responses());
+    assert!(out.stdout.contains("tracing cost "), "{}", out.stdout);
+}

@@ -52,10 +52,51 @@ pub struct Report {
     pub connections_open: u64,
     /// The same, by where each stood.
     pub connections_by_state: OpenConnections,
-    /// What each kernel program cost, when the kernel kept count
-    /// (`sysctl kernel.bpf_stats_enabled=1` while tracing).
+    /// What tracing cost: the kernel programs and the tracer itself.
+    pub tracer_cost: TracerCost,
+    /// What each kernel program cost (the kernel's BPF run-time accounting).
     pub program_costs: Vec<ProgramCost>,
     pub warnings: Vec<String>,
+}
+
+/// The tracer's own cost over the window: CPU time in its kernel programs
+/// (wherever they ran, for traced processes or not) and in the tracer.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct TracerCost {
+    pub kernel_cpu_s: f64,
+    pub userspace_cpu_s: f64,
+    /// Both, per request counted; `null` without requests.
+    pub per_request_us: Option<f64>,
+    /// CPU the traced processes used meanwhile (the kernel programs that
+    /// ran on their behalf included).
+    pub traced_cpu_s: f64,
+    /// The tracer's cost as a share of that; `null` when they used none.
+    pub pct_of_traced_cpu: Option<f64>,
+}
+
+/// CPU times measured over a window, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuCost {
+    /// In the kernel programs (their run time as the kernel counts it).
+    pub kernel_ns: u64,
+    /// In the tracer process.
+    pub userspace_ns: u64,
+    /// In the traced processes.
+    pub traced_ns: u64,
+}
+
+impl TracerCost {
+    pub fn new(cpu: CpuCost, requests: u64) -> TracerCost {
+        let own = cpu.kernel_ns + cpu.userspace_ns;
+        TracerCost {
+            kernel_cpu_s: cpu.kernel_ns as f64 / 1e9,
+            userspace_cpu_s: cpu.userspace_ns as f64 / 1e9,
+            per_request_us: (requests > 0).then(|| own as f64 / 1e3 / requests as f64),
+            traced_cpu_s: cpu.traced_ns as f64 / 1e9,
+            pct_of_traced_cpu: (cpu.traced_ns > 0)
+                .then(|| own as f64 * 100.0 / cpu.traced_ns as f64),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -200,6 +241,8 @@ pub struct Meta {
     pub diagnosis: Option<Diagnosis>,
     /// (program, runs, ns) over the trace.
     pub program_costs: Vec<(String, u64, u64)>,
+    /// CPU the tracer and the traced processes used over the window.
+    pub cpu: CpuCost,
     pub warnings: Vec<String>,
 }
 
@@ -352,6 +395,7 @@ pub fn build(
         connections_open_peak: meta.open_peak,
         connections_open: meta.open.total(),
         connections_by_state: meta.open,
+        tracer_cost: TracerCost::new(meta.cpu, agg.requests()),
         program_costs,
         warnings: loss_warnings(agg, &c, meta.warnings),
     }
@@ -413,4 +457,23 @@ fn program_costs(meta: &Meta) -> Vec<ProgramCost> {
             cpu_pct: *ns as f64 / 1e9 / secs * 100.0,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracers_cost_is_per_request_and_against_the_traced_cpu() {
+        let cpu = CpuCost {
+            kernel_ns: 300_000_000,
+            userspace_ns: 500_000_000,
+            traced_ns: 10_000_000_000,
+        };
+        let c = TracerCost::new(cpu, 100_000);
+        assert!((c.per_request_us.expect("requests") - 8.0).abs() < 1e-9);
+        assert!((c.pct_of_traced_cpu.expect("cpu") - 8.0).abs() < 1e-9);
+        let idle = TracerCost::new(CpuCost::default(), 0);
+        assert_eq!((idle.per_request_us, idle.pct_of_traced_cpu), (None, None));
+    }
 }

@@ -29,7 +29,7 @@ const PROCESSES_NAMED: usize = 6;
 fn header(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
-        "traced {} for {:.1}s: {} connections, {} requests, {} events ({:.0}/s), {} dropped{}",
+        "traced {} for {:.1}s: {} connections, {} requests, {} events ({:.0}/s), {} dropped{}{}",
         processes(report),
         report.duration_s,
         report.connections,
@@ -37,7 +37,8 @@ fn header(out: &mut String, report: &Report) {
         report.events,
         report.events_per_s,
         report.dropped_events,
-        drops(report)
+        drops(report),
+        cost(report)
     );
     if report.connections_open > 0 {
         let _ = writeln!(out, "{}", open_connections(report));
@@ -68,6 +69,28 @@ fn processes(report: &Report) -> String {
         shown.join(", "),
         all.len() - shown.len()
     )
+}
+
+/// `; tracing cost 8.1µs a request, 6.2% of the traced CPU`.
+fn cost(report: &Report) -> String {
+    let c = &report.tracer_cost;
+    let mut parts = Vec::new();
+    if let Some(us) = c.per_request_us {
+        let each = if us < 100.0 {
+            format!("{us:.1}µs")
+        } else {
+            duration(us.round() as u64)
+        };
+        parts.push(format!("{each} a request"));
+    }
+    if let Some(pct) = c.pct_of_traced_cpu {
+        parts.push(format!("{pct:.1}% of the traced CPU"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; tracing cost {}", parts.join(", "))
+    }
 }
 
 /// `open at the end: 3 connections (2 idle, 1 reading a request)`.

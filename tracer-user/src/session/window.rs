@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     rc::Rc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Result;
@@ -16,7 +16,7 @@ use tracer_core::{
     analysis::facts,
     counters::Counters,
     process::{CommandOutcome, Process},
-    report::{self, GoroutineSampling, Meta, Netstat, Sampling, folded},
+    report::{self, CpuCost, GoroutineSampling, Meta, Netstat, Sampling, folded},
     stack::Frame,
     track::{Finished, OpenConnections, Tracker},
 };
@@ -33,6 +33,44 @@ pub struct OpenWindow {
     /// The process whose network namespace's `TcpExt` counters are read.
     netstat_pid: u32,
     netstat_before: HashMap<String, u64>,
+    cpu_before: CpuClocks,
+}
+
+/// Cumulative CPU clocks, read when a window opens and when it ends.
+struct CpuClocks {
+    kernel_ns: u64,
+    own: Duration,
+    traced: HashMap<u32, Duration>,
+}
+
+impl CpuClocks {
+    fn read(session: &Session) -> CpuClocks {
+        CpuClocks {
+            kernel_ns: session.probes.program_costs().iter().map(|c| c.2).sum(),
+            own: procfs::own_cpu_time(),
+            traced: session
+                .targets
+                .processes()
+                .iter()
+                .filter_map(|p| Some((p.pid, procfs::cpu_time(p.pid)?)))
+                .collect(),
+        }
+    }
+
+    /// What was used since `before`; a process new since then counts whole,
+    /// one gone since then is missing (its last clock was not read).
+    fn since(&self, before: &CpuClocks) -> CpuCost {
+        let traced: Duration = self
+            .traced
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(before.traced.get(pid).copied().unwrap_or_default()))
+            .sum();
+        CpuCost {
+            kernel_ns: self.kernel_ns.saturating_sub(before.kernel_ns),
+            userspace_ns: self.own.saturating_sub(before.own).as_nanos() as u64,
+            traced_ns: traced.as_nanos() as u64,
+        }
+    }
 }
 
 /// The cumulative figures when a window ends, and what the session adds
@@ -49,6 +87,7 @@ pub struct End {
     listen_counters: Vec<(u16, ListenCounters)>,
     netstat: Netstat,
     open: OpenConnections,
+    cpu: CpuCost,
 }
 
 impl OpenWindow {
@@ -76,6 +115,7 @@ impl OpenWindow {
             },
             netstat_pid,
             netstat_before: procfs::tcp_ext(netstat_pid),
+            cpu_before: CpuClocks::read(session),
         })
     }
 
@@ -112,6 +152,7 @@ impl OpenWindow {
             open: session
                 .tracker
                 .open_connections_now(|peer| unsent.contains(&peer)),
+            cpu: CpuClocks::read(session).since(&self.cpu_before),
         })
     }
 
@@ -149,6 +190,7 @@ impl OpenWindow {
                 stacks,
             ),
             program_costs: end.program_costs,
+            cpu: end.cpu,
             warnings: end.warnings,
         };
         let comm_of = |tgid: u32| -> Frame {

@@ -42,6 +42,35 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// CPU time `pid` used so far, all its threads, user and system
+/// (`/proc/PID/stat`, in clock ticks of 10 ms).
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = read(&format!("/proc/{pid}/stat")).ok()?;
+    // After the command: state is the 1st field, utime the 12th, stime the 13th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()?
+        .max(1);
+    Some(std::time::Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// CPU time this process used so far, user and system, to the microsecond.
+pub fn own_cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &raw mut u);
+        u
+    };
+    let us = |t: libc::timeval| {
+        u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0)
+    };
+    std::time::Duration::from_micros(us(usage.ru_utime) + us(usage.ru_stime))
+}
+
 /// Whether `pid` is a kernel thread (`PF_KTHREAD` in its flags): no user
 /// code, no sockets of its own to trace.
 pub fn is_kernel_thread(pid: u32) -> bool {
@@ -295,6 +324,23 @@ mod tests {
         assert!(
             !tcp_ext(std::process::id()).is_empty(),
             "this machine has /proc/<pid>/net/netstat"
+        );
+    }
+
+    #[test]
+    fn cpu_times_add_up() {
+        let me = std::process::id();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(0u64);
+        }
+        let own = own_cpu_time();
+        let stat = cpu_time(me).expect("own stat");
+        assert!(own >= std::time::Duration::from_millis(40), "{own:?}");
+        // Ticks of 10 ms, read a moment apart.
+        assert!(
+            stat + std::time::Duration::from_millis(30) >= own,
+            "{stat:?} vs {own:?}"
         );
     }
 
