@@ -186,7 +186,8 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
 
 impl TracerRun {
     /// Starts `tracer record` on `pids` (plus `extra` arguments) and waits
-    /// until it has attached.
+    /// until it has attached. Everything is traced (`--max-overhead 0`)
+    /// unless `extra` sets a budget: tests count requests exactly.
     /// `out` is the run's own: what an earlier run left there is removed
     /// (the tracer refuses to write over a report).
     pub fn record(pids: &[u32], out: &Path, extra: &[&str]) -> Result<TracerRun> {
@@ -201,6 +202,9 @@ impl TracerRun {
         args.push("--out".into());
         args.push(out.display().to_string());
         args.extend(extra.iter().map(std::string::ToString::to_string));
+        if !extra.contains(&"--max-overhead") {
+            args.extend(["--max-overhead".into(), "0".into()]);
+        }
         Self::start(&args, out)
     }
 

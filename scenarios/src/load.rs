@@ -22,14 +22,19 @@ impl LoadResult {
 /// `hey -n requests -c concurrency url`: every request is sent and answered,
 /// so the count is exact. Keep-alive is on.
 pub fn hey(url: &str, requests: u64, concurrency: u64) -> Result<LoadResult> {
+    hey_with(url, requests, concurrency, &[])
+}
+
+/// [`hey`] with a new connection for every request.
+pub fn hey_without_keepalive(url: &str, requests: u64, concurrency: u64) -> Result<LoadResult> {
+    hey_with(url, requests, concurrency, &["-disable-keepalive"])
+}
+
+fn hey_with(url: &str, requests: u64, concurrency: u64, flags: &[&str]) -> Result<LoadResult> {
     let out = Command::new("hey")
-        .args([
-            "-n",
-            &requests.to_string(),
-            "-c",
-            &concurrency.to_string(),
-            url,
-        ])
+        .args(["-n", &requests.to_string(), "-c", &concurrency.to_string()])
+        .args(flags)
+        .arg(url)
         .output()
         .context("running hey (cargo xtask setup installs it)")?;
     if !out.status.success() {

@@ -363,3 +363,78 @@ while True:
         assert_eq!(s["process"], "python3", "{s}");
     }
 }
+
+/// The overhead budget under wrk: the tracer costs more than the budget,
+/// so it traces a share of the connections, each request whole. Every
+/// request is still counted (traced, or left out in the kernel's count),
+/// and a route's latency from the traced share is the route's.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn over_budget_a_share_of_connections_is_traced_and_counts_hold() {
+    let port = free_port().expect("port");
+    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
+    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
+    let server = Server::start(cmd, port).expect("basic server");
+    let tracer = TracerRun::record(
+        &[server.pid()],
+        &scratch_dir("budget"),
+        &["--max-overhead", "5"],
+    )
+    .expect("tracer");
+    let url = server.url("/fast");
+    let load = thread::spawn(move || wrk_latency(&url, 2, 50, 8).expect("wrk"));
+    thread::sleep(Duration::from_secs(3));
+    // A new connection per request, while the share is lowered.
+    let slow =
+        scenarios::load::hey_without_keepalive(&server.url("/sleep/30"), 300, 10).expect("hey");
+    let wrk = load.join().expect("load");
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = &out.report;
+    let budget = &report["sampling"]["connections"];
+    assert!(num(budget, "connections_left_out") > 0, "{budget}");
+    assert!(!budget["spans"].as_array().expect("spans").is_empty());
+    let served = num(report, "requests") + num(report, "requests_left_out");
+    let sent = wrk.requests + slow.responses();
+    assert!(
+        served.abs_diff(sent) <= sent / 100 + 60,
+        "served {served} (traced {} + left out {}), sent {sent}",
+        num(report, "requests"),
+        num(report, "requests_left_out")
+    );
+    let r = route(report, "GET", "/sleep/30").expect("some /sleep/30 traced");
+    let handler = num(&r["stages"]["handler"], "p50_us");
+    assert!(
+        (28_000..36_500).contains(&handler),
+        "handler p50 {handler} µs for a 30 ms sleep"
+    );
+    assert!(out.stdout.contains("overhead budget 5%"), "{}", out.stdout);
+}
+
+/// A quiet server is never sampled, whatever the budget: a few hundred
+/// requests a second cost the tracer too little to leave any out.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn a_quiet_server_is_traced_whole() {
+    let port = free_port().expect("port");
+    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
+    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
+    let server = Server::start(cmd, port).expect("basic server");
+    let tracer = TracerRun::record(
+        &[server.pid()],
+        &scratch_dir("budget-quiet"),
+        &["--max-overhead", "3"],
+    )
+    .expect("tracer");
+    let load = scenarios::load::hey(&server.url("/sleep/5"), 1000, 2).expect("hey");
+    let out = tracer.stop().expect("tracer stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = &out.report;
+    assert_eq!(
+        num(&report["sampling"]["connections"], "connections_left_out"),
+        0
+    );
+    assert_eq!(num(report, "requests_left_out"), 0);
+    assert_eq!(num(report, "requests"), load.responses());
+}

@@ -36,6 +36,9 @@ pub mod kind {
     pub const SAMPLE: u8 = 9;
     /// A traced thread was blocked at least the minimum block time ([`super::OffCpuEvent`]).
     pub const OFF_CPU: u8 = 10;
+    /// The overhead budget stopped tracing a connection at a request's
+    /// start ([`super::CloseEvent`]): the chain so far is whole.
+    pub const LEFT_OUT: u8 = 12;
 }
 
 /// Values of the traced-process table.
@@ -86,6 +89,9 @@ pub mod counter {
     pub const STACK_LOST: u32 = 5;
     /// The off-CPU or on-CPU aggregation table was full.
     pub const STACK_TABLE_FULL: u32 = 6;
+    /// Requests of connections the overhead budget left out (not a loss:
+    /// counted, not traced).
+    pub const LEFT_OUT_REQUESTS: u32 = 7;
     pub const LEN: u32 = 8;
 }
 
@@ -112,7 +118,9 @@ pub struct AcceptEvent {
     pub fd: i32,
     /// The listening port, 0 if the listener could not be read.
     pub port: u16,
-    pub _pad: u16,
+    /// 1 when the overhead budget left this connection out: counted, not traced.
+    pub left_out: u8,
+    pub _pad: u8,
     /// The listener's accept queue after this accept, and its limit.
     pub backlog: u32,
     pub backlog_max: u32,
@@ -401,7 +409,8 @@ pub struct SockState {
     /// Direction of the last read/write that moved bytes. A change of
     /// direction starts a run (a request, or a response).
     pub last_dir: u8,
-    /// Set once a traced process has used the socket and userspace was told.
+    /// Set once a traced process has used the socket and userspace was
+    /// told; [`SockState::LEFT_OUT`] for a connection not to trace.
     pub announced: u8,
     /// Payload bytes captured in the current run: capture stops at
     /// [`PAYLOAD_MAX`], so a request line split over reads is still seen
@@ -412,6 +421,16 @@ pub struct SockState {
     /// two CPUs and reach the ring buffer in either order.
     pub read_seq: u16,
     pub write_seq: u16,
+    /// 1 for a connection accepted on a watched port: the overhead budget
+    /// may leave it out.
+    pub inbound: u8,
+    pub _pad: [u8; 7],
+}
+
+impl SockState {
+    /// `announced` of a connection the overhead budget left out: the kernel
+    /// reports nothing of it but its accept.
+    pub const LEFT_OUT: u8 = 2;
 }
 
 #[cfg(feature = "user")]
@@ -475,5 +494,5 @@ const _: () = {
     assert!(size_of::<TraceLayout>() == 16);
     assert!(size_of::<KernelOffsets>() == 24 * 4);
     assert!(size_of::<BlockedWrite>() == 16);
-    assert!(size_of::<SockState>() == 16);
+    assert!(size_of::<SockState>() == 24);
 };

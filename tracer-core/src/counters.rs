@@ -10,6 +10,8 @@ pub struct Counters {
     pub payload_fault: u64,
     pub stack_lost: u64,
     pub stack_table_full: u64,
+    /// Requests the overhead budget left out: counted, not traced.
+    pub left_out_requests: u64,
 }
 
 impl Counters {
@@ -37,6 +39,9 @@ impl Counters {
             payload_fault: self.payload_fault.saturating_sub(base.payload_fault),
             stack_lost: self.stack_lost.saturating_sub(base.stack_lost),
             stack_table_full: self.stack_table_full.saturating_sub(base.stack_table_full),
+            left_out_requests: self
+                .left_out_requests
+                .saturating_sub(base.left_out_requests),
         }
     }
 }
@@ -55,7 +60,8 @@ mod tests {
             payload_fault: 8,
             stack_lost: 16,
             stack_table_full: 32,
+            left_out_requests: 64,
         };
-        assert_eq!(c.dropped(), 63);
+        assert_eq!(c.dropped(), 63, "requests left out are not lost");
     }
 }

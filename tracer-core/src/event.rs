@@ -16,6 +16,8 @@ pub enum Event<'a> {
     Io(IoEvent, &'a [u8]),
     Connect(SocketEvent),
     Close(CloseEvent),
+    /// The overhead budget stopped tracing a connection, between requests.
+    LeftOut(CloseEvent),
     Established(SockEvent),
     Listen(SockEvent),
     Fork(ForkEvent),

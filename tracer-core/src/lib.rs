@@ -12,6 +12,7 @@
 pub mod aggregate;
 pub mod analysis;
 pub mod attribution;
+pub mod budget;
 pub mod chain;
 pub mod counters;
 pub mod event;

@@ -15,14 +15,14 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    AcceptEvent, BLOCKED_WRITE_SLOTS, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState, counter,
-    dir, errno, kind, syscall,
+    AcceptEvent, BLOCKED_WRITE_SLOTS, CloseEvent, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState,
+    counter, dir, errno, kind, syscall,
 };
 
 use crate::{
     listen,
     maps::{BLOCKED_WRITE, EVENTS, SOCKS},
-    sock,
+    net, sock,
     util::{
         arg_u64, count, current_g, current_syscall, emit, header, now, submit_flags, traced_current,
     },
@@ -51,11 +51,18 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
     if ret == -errno::EAGAIN {
         return;
     }
+    let known = SOCKS.get_ptr_mut(&sk);
+    if let Some(state) = known {
+        // SAFETY: map value pointer valid for this program's run.
+        if unsafe { left_out_now(state, sk, direction, ret, tgid, tid) } {
+            return;
+        }
+    }
     let ts = now();
     let (nr, fd, arg1) = current_syscall();
     let fd = fd as i32;
 
-    let Some(state) = socket_state(tgid, tid, sk, fd, ret > 0) else {
+    let Some(state) = socket_state(known, tgid, tid, sk, fd, ret > 0) else {
         return;
     };
     let enter_ts = if direction == dir::WRITE {
@@ -89,14 +96,70 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
     emit(&io);
 }
 
+/// The overhead budget's choice for an inbound connection, made afresh at
+/// each request's first read: a request is traced whole or not at all, and
+/// the connections traced are those the current share picks (by a hash of
+/// the socket), new or not. Returns whether this call is left out.
+///
+/// # Safety
+/// `state` must be a map value pointer valid for this program's run.
+#[inline(always)]
+unsafe fn left_out_now(
+    state: *mut SockState,
+    sk: u64,
+    direction: u8,
+    ret: i64,
+    tgid: u32,
+    tid: u32,
+) -> bool {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        if (*state).inbound == 0 {
+            return false;
+        }
+        let was_out = (*state).announced == SockState::LEFT_OUT;
+        if direction == dir::READ && ret > 0 && (*state).last_dir != dir::READ {
+            let out = net::left_out(sk);
+            if out {
+                count(counter::LEFT_OUT_REQUESTS);
+            }
+            if out && !was_out {
+                (*state).announced = SockState::LEFT_OUT;
+                emit(&CloseEvent {
+                    hdr: header(kind::LEFT_OUT, tgid, tid, now()),
+                    sk,
+                });
+            } else if !out && was_out {
+                // Traced again from this request: announced anew below.
+                (*state).announced = 0;
+                return false;
+            }
+        }
+        if (*state).announced != SockState::LEFT_OUT {
+            return false;
+        }
+        if ret > 0 {
+            (*state).last_dir = direction;
+        }
+        true
+    }
+}
+
 /// The socket's kernel-side state; the first use by a traced process
 /// creates it (or marks it) and tells userspace the socket's addresses.
 /// Only a use that moved bytes (or an accept) creates it: an EOF or an
 /// error on a socket never seen is the tail of a connection whose state
 /// went with its close, and would otherwise read as a new connection.
 #[inline(always)]
-fn socket_state(tgid: u32, tid: u32, sk: u64, fd: i32, create: bool) -> Option<*mut SockState> {
-    if let Some(state) = SOCKS.get_ptr_mut(&sk) {
+fn socket_state(
+    known: Option<*mut SockState>,
+    tgid: u32,
+    tid: u32,
+    sk: u64,
+    fd: i32,
+    create: bool,
+) -> Option<*mut SockState> {
+    if let Some(state) = known {
         // SAFETY: map value pointer valid for this program's run.
         unsafe {
             if (*state).announced == 0 {
@@ -274,6 +337,10 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let (_, listen_fd, _) = current_syscall();
+    let sk = listen::current_fd_socket(ret as u64);
+    let known = sk.and_then(|sk| SOCKS.get_ptr_mut(&sk));
+    // SAFETY: map value pointer valid for this program's run.
+    let left_out = known.is_some_and(|s| unsafe { (*s).announced } == SockState::LEFT_OUT);
     let (mut port, mut backlog, mut backlog_max, mut listener_drops) =
         (0, u32::MAX, u32::MAX, u32::MAX);
     if let Some(listener) = listen::current_fd_socket(listen_fd).map(listen::tcp_listener) {
@@ -285,14 +352,15 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
         hdr: header(kind::ACCEPT, tgid, tid, now()),
         fd: ret as i32,
         port,
+        left_out: u8::from(left_out),
         _pad: 0,
         backlog,
         backlog_max,
         listener_drops,
         _pad2: 0,
     });
-    if let Some(sk) = listen::current_fd_socket(ret as u64) {
-        let _ = socket_state(tgid, tid, sk, ret as i32, true);
+    if let (Some(sk), false) = (sk, left_out) {
+        let _ = socket_state(known, tgid, tid, sk, ret as i32, true);
     }
     0
 }

@@ -62,6 +62,11 @@ pub static LISTEN_COUNTERS: PerCpuHashMap<u16, ListenCounters> =
 #[map]
 pub static BLOCKED_WRITE: Array<BlockedWrite> = Array::with_max_entries(BLOCKED_WRITE_SLOTS, 0);
 
+/// Per mille of new inbound connections the overhead budget leaves out
+/// (0: trace all), chosen by a hash of the socket. Userspace sets it.
+#[map]
+pub static LEAVE_OUT: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Sockets of traced processes, by `struct sock` address.
 #[map]
 pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65536, 0);

@@ -15,7 +15,7 @@ use tracer_common::{CloseEvent, ForkEvent, SockEvent, SockState, counter, kind, 
 
 use crate::{
     listen,
-    maps::{LAYOUT, LISTEN_PORTS, LISTENERS, OFFSETS, SOCKS, TRACED, setting},
+    maps::{LAYOUT, LEAVE_OUT, LISTEN_PORTS, LISTENERS, OFFSETS, SOCKS, TRACED, setting},
     sock,
     util::{
         arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now,
@@ -114,7 +114,16 @@ fn passive_open(ev: &InetSockSetState) {
     if !is_listen_port(ev.sport) {
         return;
     }
-    if SOCKS.insert(&ev.skaddr, &SockState::default(), 0).is_err() {
+    let state = SockState {
+        announced: if left_out(ev.skaddr) {
+            SockState::LEFT_OUT
+        } else {
+            0
+        },
+        inbound: 1,
+        ..SockState::default()
+    };
+    if SOCKS.insert(&ev.skaddr, &state, 0).is_err() {
         count(counter::SOCKS_FULL);
     }
     let mut event = sock_event(kind::ESTABLISHED, 0, 0, ev);
@@ -231,4 +240,17 @@ fn creates_thread() -> bool {
         _ => 0,
     };
     flags & syscall::CLONE_THREAD != 0
+}
+
+/// Whether the overhead budget leaves this new connection out: a hash of
+/// the socket's address against the share userspace set, so a connection
+/// is traced whole or not at all.
+#[inline(always)]
+pub fn left_out(sk: u64) -> bool {
+    let share = LEAVE_OUT.get(0).copied().unwrap_or(0);
+    if share == 0 {
+        return false;
+    }
+    let h = (sk >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    (h % 1000) < u64::from(share)
 }

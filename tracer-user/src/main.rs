@@ -76,6 +76,11 @@ struct Common {
     /// process, on a lock, a channel, a sleep, are then not seen).
     #[arg(long)]
     no_goroutines: bool,
+    /// Most the tracer may cost, in percent of the traced processes' CPU:
+    /// above it, only a hash-chosen share of new connections is traced
+    /// (each whole). 0 traces everything.
+    #[arg(long, default_value_t = 3.0, value_name = "PCT")]
+    max_overhead: f64,
 }
 
 impl Common {
@@ -97,6 +102,9 @@ impl Common {
             .ok()
             .filter(|d| d.as_nanos() <= u128::from(u64::MAX))
             .ok_or_else(|| anyhow::anyhow!("--min-block {} ms is too long", self.min_block))?;
+        if !(self.max_overhead >= 0.0 && self.max_overhead <= 100.0) {
+            anyhow::bail!("--max-overhead must be a percentage from 0 to 100");
+        }
         if self.freq > 10_000 {
             anyhow::bail!("--freq above 10000 Hz would slow the traced process down");
         }
@@ -109,6 +117,7 @@ impl Common {
             off_cpu: !self.no_off_cpu,
             goroutines: !self.no_goroutines,
             min_block,
+            max_overhead_pct: self.max_overhead,
         })
     }
 }

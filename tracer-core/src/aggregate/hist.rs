@@ -19,11 +19,19 @@ impl Hist {
     }
 
     pub fn record(&mut self, us: u64) {
+        self.record_n(us, 1);
+    }
+
+    /// Records `us` as `n` values: a request that stands for `n`, traced
+    /// while the overhead budget traced one connection in `n`.
+    pub fn record_n(&mut self, us: u64, n: u64) {
         if us == 0 {
-            self.zeros += 1;
+            self.zeros += n;
         } else {
             // Saturates at the counter's limit rather than failing.
-            let _ = self.nonzero.record(us);
+            let _ = self
+                .nonzero
+                .record_n(us, u32::try_from(n).unwrap_or(u32::MAX));
         }
     }
 

@@ -233,6 +233,9 @@ impl Aggregates {
         let route_id = self.route_id(request.route.as_deref().unwrap_or(UNKNOWN_ROUTE));
         let route = &mut self.routes[route_id as usize].1;
         route.count += 1;
+        // Percentiles stand for every request: a traced one counts for
+        // those the overhead budget left out beside it.
+        let n = origin.weight.round().max(1.0) as u64;
         *route
             .outcomes
             .entry(outcome_name(request.outcome))
@@ -243,11 +246,11 @@ impl Aggregates {
             self.lost += 1;
             return;
         }
-        route.latency.record(us(request.total_ns()));
+        route.latency.record_n(us(request.total_ns()), n);
         for stage in Stage::ALL {
             let t = us(request.stages.get(stage));
             let s = &mut route.stages[stage as usize];
-            s.hist.record(t);
+            s.hist.record_n(t, n);
             s.total_us += t;
         }
         if let Some(status) = request.status {
@@ -470,6 +473,7 @@ mod tests {
             pid: 1,
             comm: Rc::from("srv"),
             peer: None,
+            weight: 1.0,
         }
     }
 

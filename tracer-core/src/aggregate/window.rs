@@ -85,6 +85,7 @@ mod tests {
                 pid: 1,
                 comm: "srv".into(),
                 peer: None,
+                weight: 1.0,
             },
             attribution: Attribution::default(),
         }

@@ -140,6 +140,7 @@ mod tests {
                 hdr: hdr(kind::ACCEPT, t, 1),
                 fd: 7,
                 port: 8080,
+                left_out: 0,
                 backlog: 0,
                 backlog_max: 128,
                 listener_drops: 0,

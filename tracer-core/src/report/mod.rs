@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::{
     aggregate::{Aggregates, RouteKey, RouteStats, SlowRequest, outcome_name},
     analysis::{causes, diagnose::Diagnosis},
+    budget::Span,
     chain::Stage,
     counters::Counters,
     process::{CommandOutcome, Process},
@@ -39,7 +40,11 @@ pub struct Report {
     pub drops: Drops,
     pub events: u64,
     pub events_per_s: f64,
-    pub sampling: Sampling,
+    /// Requests of connections the overhead budget left out, counted in
+    /// the kernel (each request's first read): `requests` plus these is
+    /// every request served.
+    pub requests_left_out: u64,
+    pub sampling: SamplingReport,
     /// The goroutine sampler: Go programs whose waits it reads, and its work.
     pub goroutines: GoroutineSampling,
     pub routes: Vec<RouteReport>,
@@ -65,7 +70,8 @@ pub struct Report {
 pub struct TracerCost {
     pub kernel_cpu_s: f64,
     pub userspace_cpu_s: f64,
-    /// Both, per request counted; `null` without requests.
+    /// Both, per request served (traced or left out by the overhead
+    /// budget); `null` without requests.
     pub per_request_us: Option<f64>,
     /// CPU the traced processes used meanwhile (the kernel programs that
     /// ran on their behalf included).
@@ -127,6 +133,41 @@ pub struct Sampling {
     pub off_cpu: bool,
     /// Shortest block reported off-CPU.
     pub min_block_us: u64,
+}
+
+/// How stacks were gathered, and which connections were traced.
+#[derive(Serialize)]
+pub struct SamplingReport {
+    #[serde(flatten)]
+    pub stacks: Sampling,
+    pub connections: BudgetReport,
+}
+
+/// The overhead budget and what it left out.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+pub struct BudgetReport {
+    /// `--max-overhead`, percent of the traced processes' CPU (0: none).
+    pub max_overhead_pct: f64,
+    pub connections_traced: u64,
+    /// Accepted and not traced: counted, nothing else.
+    pub connections_left_out: u64,
+    /// When fewer than all connections were traced, and what share.
+    pub spans: Vec<Span>,
+    /// Set when the budget was out of reach: the cost, in percent of the
+    /// traced processes' CPU, with the fewest connections traced.
+    pub out_of_reach_pct: Option<f64>,
+}
+
+impl BudgetReport {
+    /// Share of the connections accepted that were traced.
+    pub fn traced_share(&self) -> f64 {
+        let all = self.connections_traced + self.connections_left_out;
+        if all == 0 {
+            1.0
+        } else {
+            self.connections_traced as f64 / all as f64
+        }
+    }
 }
 
 /// What the goroutine sampler did.
@@ -243,6 +284,7 @@ pub struct Meta {
     pub program_costs: Vec<(String, u64, u64)>,
     /// CPU the tracer and the traced processes used over the window.
     pub cpu: CpuCost,
+    pub budget: BudgetReport,
     pub warnings: Vec<String>,
 }
 
@@ -337,7 +379,7 @@ fn slow_report(meta: &Meta, s: &SlowRequest, names: &mut dyn StackNames) -> Slow
 pub fn build(
     agg: &Aggregates,
     listeners: &BTreeMap<u16, Listener>,
-    meta: Meta,
+    mut meta: Meta,
     names: &mut dyn StackNames,
 ) -> Report {
     let mut routes: Vec<RouteReport> = agg
@@ -361,6 +403,10 @@ pub fn build(
         .collect();
     let c = meta.counters;
     let program_costs = program_costs(&meta);
+    let warnings = budget_warnings(
+        &meta.budget,
+        loss_warnings(agg, &c, std::mem::take(&mut meta.warnings)),
+    );
     Report {
         tool: "tracer",
         diagnosis: meta.diagnosis,
@@ -380,7 +426,11 @@ pub fn build(
             stacks_lost: c.stack_lost,
             stack_table_full: c.stack_table_full,
         },
-        sampling: meta.sampling,
+        requests_left_out: c.left_out_requests,
+        sampling: SamplingReport {
+            stacks: meta.sampling,
+            connections: meta.budget,
+        },
         goroutines: meta.goroutines,
         events: c.events,
         events_per_s: if meta.duration_s > 0.0 {
@@ -395,9 +445,9 @@ pub fn build(
         connections_open_peak: meta.open_peak,
         connections_open: meta.open.total(),
         connections_by_state: meta.open,
-        tracer_cost: TracerCost::new(meta.cpu, agg.requests()),
+        tracer_cost: TracerCost::new(meta.cpu, agg.requests() + c.left_out_requests),
         program_costs,
-        warnings: loss_warnings(agg, &c, meta.warnings),
+        warnings,
     }
 }
 
@@ -419,6 +469,23 @@ fn loss_warnings(agg: &Aggregates, c: &Counters, mut warnings: Vec<String>) -> V
         warnings.push(format!(
             "{} requests were in progress when records of their connection were lost: counted as events_lost, left out of percentiles, stage times, slowest requests and the diagnosis",
             agg.lost()
+        ));
+    }
+    warnings
+}
+
+/// What the overhead budget did that the figures depend on.
+fn budget_warnings(b: &BudgetReport, mut warnings: Vec<String>) -> Vec<String> {
+    if b.connections_left_out > 0 {
+        warnings.push(format!(
+            "over the {}% overhead budget, {} connections were left out (each request whole): requests counts the traced ones, requests_left_out the others; percentiles weigh each traced request for those left out beside it",
+            b.max_overhead_pct, b.connections_left_out
+        ));
+    }
+    if let Some(pct) = b.out_of_reach_pct {
+        warnings.push(format!(
+            "the {}% overhead budget was out of reach: tracing the fewest connections still cost {pct:.1}% of the traced processes' CPU (the part leaving connections out cannot cut)",
+            b.max_overhead_pct
         ));
     }
     warnings

@@ -40,6 +40,9 @@ fn header(out: &mut String, report: &Report) {
         drops(report),
         cost(report)
     );
+    if let Some(line) = budget(report) {
+        let _ = writeln!(out, "{line}");
+    }
     if report.connections_open > 0 {
         let _ = writeln!(out, "{}", open_connections(report));
     }
@@ -91,6 +94,27 @@ fn cost(report: &Report) -> String {
     } else {
         format!("; tracing cost {}", parts.join(", "))
     }
+}
+
+/// `overhead budget 3%: 31% of connections traced (1234 left out), from
+/// 2.0s to 9.0s; 12345 requests traced, 27455 left out`.
+fn budget(report: &Report) -> Option<String> {
+    let b = &report.sampling.connections;
+    if b.connections_left_out == 0 {
+        return None;
+    }
+    let (from, to) = (
+        b.spans.first().map_or(0.0, |s| s.from_s),
+        b.spans.last().map_or(0.0, |s| s.to_s),
+    );
+    Some(format!(
+        "overhead budget {}%: {:.0}% of connections traced ({} left out), from {from:.1}s to {to:.1}s; {} requests traced, {} left out (percentiles weigh each traced request for those left out beside it)",
+        b.max_overhead_pct,
+        b.traced_share() * 100.0,
+        b.connections_left_out,
+        report.requests,
+        report.requests_left_out
+    ))
 }
 
 /// `open at the end: 3 connections (2 idle, 1 reading a request)`.

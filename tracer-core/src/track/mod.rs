@@ -76,6 +76,9 @@ pub struct Origin {
     pub pid: u32,
     pub comm: Rc<str>,
     pub peer: Option<SocketAddr>,
+    /// How many requests this one stands for: 1, or more while the
+    /// overhead budget left requests out beside it.
+    pub weight: f64,
 }
 
 /// Inbound connections open at one moment, by where they stand.
@@ -133,6 +136,12 @@ pub struct Tracker {
     events: u64,
     /// Processes forked by traced ones, (parent, child): to be traced.
     forks: Vec<(u32, u32)>,
+    /// What a request finished now stands for ([`Origin::weight`]).
+    weight: f64,
+    /// Requests finished, for the budget's weights.
+    finished_count: u64,
+    /// Connections accepted and left out by the overhead budget.
+    left_out: u64,
 }
 
 impl Default for Tracker {
@@ -160,7 +169,25 @@ impl Tracker {
             open_peak: 0,
             events: 0,
             forks: Vec::new(),
+            weight: 1.0,
+            finished_count: 0,
+            left_out: 0,
         }
+    }
+
+    /// What each request finished from now on stands for.
+    pub fn set_weight(&mut self, weight: f64) {
+        self.weight = weight.max(1.0);
+    }
+
+    /// Requests finished so far.
+    pub fn finished_count(&self) -> u64 {
+        self.finished_count
+    }
+
+    /// Connections accepted and not traced (the overhead budget's choice).
+    pub fn left_out(&self) -> u64 {
+        self.left_out
     }
 
     pub fn add_process(&mut self, pid: u32, comm: &str, is_go: bool) {
@@ -240,6 +267,10 @@ impl Tracker {
     pub fn handle(&mut self, event: Event) {
         self.events += 1;
         match event {
+            Event::Accept(a) if a.left_out != 0 => {
+                self.left_out += 1;
+                self.queue_sample(a.port, a.backlog, a.backlog_max, a.listener_drops);
+            }
             Event::Accept(a) => {
                 let key = (a.hdr.tgid, a.fd);
                 // The fd was closed and reused: whatever it named is gone.
@@ -271,6 +302,13 @@ impl Tracker {
             Event::Close(c) => {
                 self.close(c.sk, c.hdr.ts);
                 self.exchanges.close(c.sk);
+            }
+            Event::LeftOut(c) => {
+                // Its last response is done: the request in progress ends here.
+                if self.conns.contains_key(&c.sk) {
+                    self.left_out += 1;
+                    self.close(c.sk, c.hdr.ts);
+                }
             }
             Event::Established(s) => self.on_handshake(&s),
             Event::Listen(s) => self.add_listener(s.hdr.tgid, s.sport),
@@ -520,9 +558,15 @@ impl Tracker {
         }
         attribution.off.retain(|&(_, ns)| ns > 0);
         attribution.waits = claimed.waits;
+        self.finished_count += 1;
         self.finished.push(Finished {
             request: req,
-            origin: Origin { pid, comm, peer },
+            origin: Origin {
+                pid,
+                comm,
+                peer,
+                weight: self.weight,
+            },
             attribution,
         });
     }
@@ -634,6 +678,7 @@ mod tests {
             hdr: hdr(kind::ACCEPT, ts_ms),
             fd,
             port: 80,
+            left_out: 0,
             _pad: 0,
             backlog: 0,
             backlog_max: 128,

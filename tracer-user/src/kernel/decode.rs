@@ -19,6 +19,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event<'_>> {
         }
         kind::CONNECT => Event::Connect(Record::read(bytes)?),
         kind::CLOSE => Event::Close(Record::read(bytes)?),
+        kind::LEFT_OUT => Event::LeftOut(Record::read(bytes)?),
         kind::ESTABLISHED => Event::Established(Record::read(bytes)?),
         kind::LISTEN => Event::Listen(Record::read(bytes)?),
         kind::FORK => Event::Fork(Record::read(bytes)?),

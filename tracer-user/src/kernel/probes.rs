@@ -116,6 +116,7 @@ pub struct Probes {
     links: Vec<Box<dyn Send>>,
     traced: Array<MapData, u8>,
     listen_ports: Array<MapData, u8>,
+    leave_out: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     ring: Option<RingBuf<MapData>>,
     tables: Option<Tables>,
@@ -164,6 +165,7 @@ impl Probes {
             _stats: stats,
             traced: Array::try_from(take(&mut ebpf, "TRACED")?)?,
             listen_ports: Array::try_from(take(&mut ebpf, "LISTEN_PORTS")?)?,
+            leave_out: Array::try_from(take(&mut ebpf, "LEAVE_OUT")?)?,
             counters: PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?,
             ring: Some(RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?),
             tables,
@@ -199,6 +201,13 @@ impl Probes {
     pub fn untrace(&mut self, tgid: u32) {
         // Out of range is fine: such a pid was never traced.
         let _ = self.traced.set(tgid, 0, 0);
+    }
+
+    /// Leaves `per_mille` of new inbound connections out (0: trace all).
+    pub fn leave_out(&mut self, per_mille: u16) -> Result<()> {
+        self.leave_out
+            .set(0, u32::from(per_mille.min(1000)), 0)
+            .context("setting the share of connections left out")
     }
 
     pub fn watch_port(&mut self, port: u16) -> Result<()> {
@@ -245,6 +254,7 @@ impl Probes {
             payload_fault: sum(counter::PAYLOAD_FAULT)?,
             stack_lost: sum(counter::STACK_LOST)?,
             stack_table_full: sum(counter::STACK_TABLE_FULL)?,
+            left_out_requests: sum(counter::LEFT_OUT_REQUESTS)?,
         })
     }
 }

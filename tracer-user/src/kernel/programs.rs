@@ -85,6 +85,10 @@ const fn event(
     }
 }
 
+/// The programs whose work follows traced connections' reads and writes:
+/// what leaving connections out saves (the overhead budget steers by them).
+pub const PER_CONNECTION: &[&str] = &["sock_recv_length", "sock_send_length", "sk_data_ready"];
+
 /// In attach order: the hot paths first.
 pub const PROGRAMS: &[Program] = &[
     btf("sock_recv_length", Enabled::Always, None),

@@ -111,13 +111,13 @@ impl Sink for Files {
         )?;
         let s = &report.sampling;
         if let Some(oncpu) = &results.oncpu {
-            let title = format!("on-CPU samples at {} Hz: {run}", s.freq_hz);
+            let title = format!("on-CPU samples at {} Hz: {run}", s.stacks.freq_hz);
             self.graph(["oncpu.folded", "oncpu.svg"], oncpu, &title, "samples")?;
         }
         if let Some(offcpu) = &results.offcpu {
             let title = format!(
                 "off-CPU time, blocks of {} µs or more: {run}",
-                s.min_block_us
+                s.stacks.min_block_us
             );
             self.graph(["offcpu.folded", "offcpu.svg"], offcpu, &title, "us")?;
         }

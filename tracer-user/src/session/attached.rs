@@ -6,6 +6,7 @@ use tracer_core::track::Tracker;
 
 use super::{
     clock,
+    overhead::{CpuClocks, Steering},
     settings::{Settings, Target},
     targets::{Observers, Targets},
 };
@@ -32,6 +33,8 @@ pub struct Session {
     pub sampler: Sampler,
     /// Warnings of the attach (hooks this kernel lacks), for every report.
     pub warnings: Vec<String>,
+    /// The overhead budget.
+    pub steering: Steering,
 }
 
 impl Session {
@@ -64,6 +67,7 @@ impl Session {
             targets: Targets::default(),
             sampler: Sampler::new(settings.goroutines),
             warnings,
+            steering: Steering::new(settings.max_overhead_pct),
         })
     }
 
@@ -115,6 +119,9 @@ impl Session {
         self.stacks.note_all(self.tracker.take_new_stacks());
         self.stacks.resolve_pending();
         self.targets.note_exits(&mut self.probes);
+        let clocks = CpuClocks::read(self);
+        self.steering
+            .steer(clocks, &mut self.probes, &mut self.tracker)?;
         Ok(self.targets.all_exited())
     }
 }

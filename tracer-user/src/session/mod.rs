@@ -12,6 +12,7 @@
 mod attached;
 mod clock;
 mod follow;
+mod overhead;
 mod settings;
 mod targets;
 mod window;

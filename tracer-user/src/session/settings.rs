@@ -18,6 +18,8 @@ pub struct Settings {
     /// Sample the goroutines serving Go requests.
     pub goroutines: bool,
     pub min_block: Duration,
+    /// The overhead budget, percent of the traced processes' CPU (0: none).
+    pub max_overhead_pct: f64,
 }
 
 impl Settings {

@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     rc::Rc,
-    time::{Duration, Instant, SystemTime},
+    time::{Instant, SystemTime},
 };
 
 use anyhow::Result;
@@ -16,12 +16,12 @@ use tracer_core::{
     analysis::facts,
     counters::Counters,
     process::{CommandOutcome, Process},
-    report::{self, CpuCost, GoroutineSampling, Meta, Netstat, Sampling, folded},
+    report::{self, BudgetReport, CpuCost, GoroutineSampling, Meta, Netstat, Sampling, folded},
     stack::Frame,
     track::{Finished, OpenConnections, Tracker},
 };
 
-use super::{attached::Session, clock, settings::Settings};
+use super::{attached::Session, clock, overhead::CpuClocks, settings::Settings};
 use crate::{kernel::probes::Totals, output::Results, symbols::stacks::Stacks, system::procfs};
 
 pub struct OpenWindow {
@@ -34,43 +34,6 @@ pub struct OpenWindow {
     netstat_pid: u32,
     netstat_before: HashMap<String, u64>,
     cpu_before: CpuClocks,
-}
-
-/// Cumulative CPU clocks, read when a window opens and when it ends.
-struct CpuClocks {
-    kernel_ns: u64,
-    own: Duration,
-    traced: HashMap<u32, Duration>,
-}
-
-impl CpuClocks {
-    fn read(session: &Session) -> CpuClocks {
-        CpuClocks {
-            kernel_ns: session.probes.program_costs().iter().map(|c| c.2).sum(),
-            own: procfs::own_cpu_time(),
-            traced: session
-                .targets
-                .processes()
-                .iter()
-                .filter_map(|p| Some((p.pid, procfs::cpu_time(p.pid)?)))
-                .collect(),
-        }
-    }
-
-    /// What was used since `before`; a process new since then counts whole,
-    /// one gone since then is missing (its last clock was not read).
-    fn since(&self, before: &CpuClocks) -> CpuCost {
-        let traced: Duration = self
-            .traced
-            .iter()
-            .map(|(pid, t)| t.saturating_sub(before.traced.get(pid).copied().unwrap_or_default()))
-            .sum();
-        CpuCost {
-            kernel_ns: self.kernel_ns.saturating_sub(before.kernel_ns),
-            userspace_ns: self.own.saturating_sub(before.own).as_nanos() as u64,
-            traced_ns: traced.as_nanos() as u64,
-        }
-    }
 }
 
 /// The cumulative figures when a window ends, and what the session adds
@@ -88,6 +51,7 @@ pub struct End {
     netstat: Netstat,
     open: OpenConnections,
     cpu: CpuCost,
+    budget: BudgetReport,
 }
 
 impl OpenWindow {
@@ -153,6 +117,9 @@ impl OpenWindow {
                 .tracker
                 .open_connections_now(|peer| unsent.contains(&peer)),
             cpu: CpuClocks::read(session).since(&self.cpu_before),
+            budget: session
+                .steering
+                .report(session.tracker.connections(), session.tracker.left_out()),
         })
     }
 
@@ -191,6 +158,7 @@ impl OpenWindow {
             ),
             program_costs: end.program_costs,
             cpu: end.cpu,
+            budget: end.budget,
             warnings: end.warnings,
         };
         let comm_of = |tgid: u32| -> Frame {
