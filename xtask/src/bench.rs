@@ -28,7 +28,11 @@ const WRK_CONNECTIONS: u32 = 50;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Config {
     Untraced,
-    /// The tracer with everything on: chain, 99 Hz sampling, off-CPU.
+    /// The tracer as a user runs it: everything on, within the default
+    /// overhead budget (3%).
+    TracerDefaults,
+    /// The tracer with everything on and traced: chain, 99 Hz sampling,
+    /// off-CPU, `--max-overhead 0`.
     Tracer,
     /// The chain alone.
     TracerChainOnly,
@@ -39,8 +43,9 @@ enum Config {
 }
 
 impl Config {
-    const ALL: [Config; 5] = [
+    const ALL: [Config; 6] = [
         Config::Untraced,
+        Config::TracerDefaults,
         Config::Tracer,
         Config::TracerChainOnly,
         Config::Bpftrace,
@@ -50,8 +55,9 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Config::Untraced => "untraced",
-            Config::Tracer => "tracer record (chain + 99 Hz + off-CPU)",
-            Config::TracerChainOnly => "tracer record --freq 0 --no-off-cpu",
+            Config::TracerDefaults => "tracer record (defaults: 3% budget)",
+            Config::Tracer => "tracer record --max-overhead 0",
+            Config::TracerChainOnly => "tracer record --max-overhead 0 --freq 0 --no-off-cpu",
             Config::Bpftrace => "bpftrace, syscall tracepoints",
             Config::Perf => "perf record -g -F 99",
         }
@@ -207,11 +213,11 @@ fn measure(config: Config, pid: u32, url: &str, seconds: u32, out_dir: &Path) ->
             wrk: load()?,
             ..Run::default()
         }),
-        Config::Tracer | Config::TracerChainOnly => {
-            let extra: &[&str] = if config == Config::Tracer {
-                &[]
-            } else {
-                &["--freq", "0", "--no-off-cpu"]
+        Config::TracerDefaults | Config::Tracer | Config::TracerChainOnly => {
+            let extra: &[&str] = match config {
+                Config::TracerDefaults => &["--max-overhead", "3"],
+                Config::Tracer => &["--max-overhead", "0"],
+                _ => &["--max-overhead", "0", "--freq", "0", "--no-off-cpu"],
             };
             let out = out_dir.join("tracer");
             let tracer = TracerRun::record(&[pid], &out, extra)?;
