@@ -13,6 +13,14 @@ use scenarios::{
     report::{num, route},
 };
 
+/// The Go test server (`scenarios/basic`) on a free port, with `args`.
+fn basic_server(args: &[&str]) -> Server {
+    let port = free_port().expect("port");
+    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
+    cmd.args(["-addr", &format!("127.0.0.1:{port}")]).args(args);
+    Server::start(cmd, port).expect("basic server")
+}
+
 /// The tracer stopped for 2 s (SIGSTOP) under wrk: the kernel's ring buffer
 /// fills and records are lost. Requests in progress across the loss are
 /// counted as `events_lost` and kept out of every figure: no merged
@@ -20,10 +28,7 @@ use scenarios::{
 #[test]
 #[ignore = "needs root and Go: cargo xtask test"]
 fn lost_records_invent_no_requests() {
-    let port = free_port().expect("port");
-    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
-    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
-    let server = Server::start(cmd, port).expect("basic server");
+    let server = basic_server(&[]);
     let tracer =
         TracerRun::record(&[server.pid()], &scratch_dir("lost-records"), &[]).expect("tracer");
     let url = server.url("/fast");
@@ -224,13 +229,10 @@ fn exec_leaves_nothing_behind() {
 #[ignore = "needs root and Go: cargo xtask test"]
 fn pipelined_requests_are_said() {
     use std::io::{Read, Write};
-    let port = free_port().expect("port");
-    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
-    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
-    let server = Server::start(cmd, port).expect("basic server");
+    let server = basic_server(&[]);
     let tracer =
         TracerRun::record(&[server.pid()], &scratch_dir("pipelined"), &[]).expect("tracer");
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     conn.write_all(
         b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -257,10 +259,8 @@ fn pipelined_requests_are_said() {
 #[ignore = "needs root and Go: cargo xtask test"]
 fn open_connections_are_counted_by_where_they_stand() {
     use std::{io::Write, net::TcpStream};
-    let port = free_port().expect("port");
-    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
-    cmd.args(["-addr", &format!("127.0.0.1:{port}"), "-stream-mb", "64"]);
-    let server = Server::start(cmd, port).expect("basic server");
+    let server = basic_server(&["-stream-mb", "64"]);
+    let port = server.port;
     let tracer =
         TracerRun::record(&[server.pid()], &scratch_dir("open-conns"), &[]).expect("tracer");
     let connect = || TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -371,10 +371,7 @@ while True:
 #[test]
 #[ignore = "needs root and Go: cargo xtask test"]
 fn over_budget_a_share_of_connections_is_traced_and_counts_hold() {
-    let port = free_port().expect("port");
-    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
-    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
-    let server = Server::start(cmd, port).expect("basic server");
+    let server = basic_server(&[]);
     let tracer = TracerRun::record(
         &[server.pid()],
         &scratch_dir("budget"),
@@ -417,10 +414,7 @@ fn over_budget_a_share_of_connections_is_traced_and_counts_hold() {
 #[test]
 #[ignore = "needs root and Go: cargo xtask test"]
 fn a_quiet_server_is_traced_whole() {
-    let port = free_port().expect("port");
-    let mut cmd = Command::new(go_binary("basic").expect("build scenarios/basic"));
-    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
-    let server = Server::start(cmd, port).expect("basic server");
+    let server = basic_server(&[]);
     let tracer = TracerRun::record(
         &[server.pid()],
         &scratch_dir("budget-quiet"),
