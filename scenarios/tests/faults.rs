@@ -390,7 +390,13 @@ fn over_budget_a_share_of_connections_is_traced_and_counts_hold() {
     assert!(out.status.success(), "{}", out.stderr);
     let report = &out.report;
     let budget = &report["sampling"]["connections"];
-    assert!(num(budget, "connections_left_out") > 0, "{budget}");
+    assert!(num(report, "requests_left_out") > 0, "{budget}");
+    // wrk's 50 and hey's 300, each counted once however often left out.
+    assert!(
+        num(report, "connections") <= 360,
+        "{}",
+        report["connections"]
+    );
     assert!(!budget["spans"].as_array().expect("spans").is_empty());
     let served = num(report, "requests") + num(report, "requests_left_out");
     let sent = wrk.requests + slow.responses();
@@ -425,10 +431,11 @@ fn a_quiet_server_is_traced_whole() {
     let out = tracer.stop().expect("tracer stops");
     assert!(out.status.success(), "{}", out.stderr);
     let report = &out.report;
-    assert_eq!(
-        num(&report["sampling"]["connections"], "connections_left_out"),
-        0
-    );
     assert_eq!(num(report, "requests_left_out"), 0);
+    assert!(
+        report["sampling"]["connections"]["spans"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
     assert_eq!(num(report, "requests"), load.responses());
 }

@@ -18,7 +18,7 @@ use crate::{
     maps::{LAYOUT, LEAVE_OUT, LISTEN_PORTS, LISTENERS, OFFSETS, SOCKS, TRACED, setting},
     sock,
     util::{
-        arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now,
+        arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now, read_field,
         traced_current, traced_kind,
     },
 };
@@ -242,15 +242,19 @@ fn creates_thread() -> bool {
     flags & syscall::CLONE_THREAD != 0
 }
 
-/// Whether the overhead budget leaves this new connection out: a hash of
-/// the socket's address against the share userspace set, so a connection
-/// is traced whole or not at all.
+/// Whether the overhead budget leaves this connection out: a hash of the
+/// socket's address and its peer's port against the share userspace set,
+/// the same for the connection's whole life. (The address alone would not
+/// do: the kernel hands a freed socket's memory to the next connection,
+/// so a few addresses serve thousands of short connections in turn.)
 #[inline(always)]
 pub fn left_out(sk: u64) -> bool {
     let share = LEAVE_OUT.get(0).copied().unwrap_or(0);
     if share == 0 {
         return false;
     }
-    let h = (sk >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    let peer_port = read_field::<u16>(sk, setting(&OFFSETS).skc_dport).unwrap_or(0);
+    let key = (sk >> 6) ^ (u64::from(peer_port) << 40);
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
     (h % 1000) < u64::from(share)
 }

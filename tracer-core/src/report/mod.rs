@@ -148,26 +148,11 @@ pub struct SamplingReport {
 pub struct BudgetReport {
     /// `--max-overhead`, percent of the traced processes' CPU (0: none).
     pub max_overhead_pct: f64,
-    pub connections_traced: u64,
-    /// Accepted and not traced: counted, nothing else.
-    pub connections_left_out: u64,
     /// When fewer than all connections were traced, and what share.
     pub spans: Vec<Span>,
     /// Set when the budget was out of reach: the cost, in percent of the
     /// traced processes' CPU, with the fewest connections traced.
     pub out_of_reach_pct: Option<f64>,
-}
-
-impl BudgetReport {
-    /// Share of the connections accepted that were traced.
-    pub fn traced_share(&self) -> f64 {
-        let all = self.connections_traced + self.connections_left_out;
-        if all == 0 {
-            1.0
-        } else {
-            self.connections_traced as f64 / all as f64
-        }
-    }
 }
 
 /// What the goroutine sampler did.
@@ -405,6 +390,7 @@ pub fn build(
     let program_costs = program_costs(&meta);
     let warnings = budget_warnings(
         &meta.budget,
+        c.left_out_requests,
         loss_warnings(agg, &c, std::mem::take(&mut meta.warnings)),
     );
     Report {
@@ -475,11 +461,11 @@ fn loss_warnings(agg: &Aggregates, c: &Counters, mut warnings: Vec<String>) -> V
 }
 
 /// What the overhead budget did that the figures depend on.
-fn budget_warnings(b: &BudgetReport, mut warnings: Vec<String>) -> Vec<String> {
-    if b.connections_left_out > 0 {
+fn budget_warnings(b: &BudgetReport, left_out: u64, mut warnings: Vec<String>) -> Vec<String> {
+    if left_out > 0 {
         warnings.push(format!(
-            "over the {}% overhead budget, {} connections were left out (each request whole): requests counts the traced ones, requests_left_out the others; percentiles weigh each traced request for those left out beside it",
-            b.max_overhead_pct, b.connections_left_out
+            "over the {}% overhead budget, {left_out} requests were left out (whole, with their connections): requests counts the traced ones, requests_left_out the others; percentiles weigh each traced request for those left out beside it",
+            b.max_overhead_pct
         ));
     }
     if let Some(pct) = b.out_of_reach_pct {

@@ -96,24 +96,22 @@ fn cost(report: &Report) -> String {
     }
 }
 
-/// `overhead budget 3%: 31% of connections traced (1234 left out), from
-/// 2.0s to 9.0s; 12345 requests traced, 27455 left out`.
+/// `overhead budget 3%: 31% of requests traced (12345, 27455 left out),
+/// from 2.0s to 9.0s`.
 fn budget(report: &Report) -> Option<String> {
     let b = &report.sampling.connections;
-    if b.connections_left_out == 0 {
+    let left_out = report.requests_left_out;
+    if left_out == 0 {
         return None;
     }
+    let share = report.requests as f64 * 100.0 / (report.requests + left_out) as f64;
     let (from, to) = (
         b.spans.first().map_or(0.0, |s| s.from_s),
         b.spans.last().map_or(0.0, |s| s.to_s),
     );
     Some(format!(
-        "overhead budget {}%: {:.0}% of connections traced ({} left out), from {from:.1}s to {to:.1}s; {} requests traced, {} left out (percentiles weigh each traced request for those left out beside it)",
-        b.max_overhead_pct,
-        b.traced_share() * 100.0,
-        b.connections_left_out,
-        report.requests,
-        report.requests_left_out
+        "overhead budget {}%: {share:.0}% of requests traced ({}, {left_out} left out, whole), from {from:.1}s to {to:.1}s; percentiles weigh each traced request for those left out beside it",
+        b.max_overhead_pct, report.requests,
     ))
 }
 

@@ -140,8 +140,9 @@ pub struct Tracker {
     weight: f64,
     /// Requests finished, for the budget's weights.
     finished_count: u64,
-    /// Connections accepted and left out by the overhead budget.
-    left_out: u64,
+    /// Connections the overhead budget stopped tracing between requests,
+    /// with when: one traced again later is the same connection, not a new one.
+    left_out: FxHashMap<u64, u64>,
 }
 
 impl Default for Tracker {
@@ -171,7 +172,7 @@ impl Tracker {
             forks: Vec::new(),
             weight: 1.0,
             finished_count: 0,
-            left_out: 0,
+            left_out: FxHashMap::default(),
         }
     }
 
@@ -183,11 +184,6 @@ impl Tracker {
     /// Requests finished so far.
     pub fn finished_count(&self) -> u64 {
         self.finished_count
-    }
-
-    /// Connections accepted and not traced (the overhead budget's choice).
-    pub fn left_out(&self) -> u64 {
-        self.left_out
     }
 
     pub fn add_process(&mut self, pid: u32, comm: &str, is_go: bool) {
@@ -267,8 +263,9 @@ impl Tracker {
     pub fn handle(&mut self, event: Event) {
         self.events += 1;
         match event {
+            // Counted by the listener's queue, and by the kernel's count of
+            // the requests left out; not a connection traced.
             Event::Accept(a) if a.left_out != 0 => {
-                self.left_out += 1;
                 self.queue_sample(a.port, a.backlog, a.backlog_max, a.listener_drops);
             }
             Event::Accept(a) => {
@@ -302,12 +299,18 @@ impl Tracker {
             Event::Close(c) => {
                 self.close(c.sk, c.hdr.ts);
                 self.exchanges.close(c.sk);
+                self.left_out.remove(&c.sk);
             }
             Event::LeftOut(c) => {
                 // Its last response is done: the request in progress ends here.
                 if self.conns.contains_key(&c.sk) {
-                    self.left_out += 1;
                     self.close(c.sk, c.hdr.ts);
+                    if self.left_out.len() >= SWEEP_AT {
+                        let now = c.hdr.ts;
+                        self.left_out
+                            .retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
+                    }
+                    self.left_out.insert(c.sk, c.hdr.ts);
                 }
             }
             Event::Established(s) => self.on_handshake(&s),
@@ -417,7 +420,10 @@ impl Tracker {
                 opened: s.hdr.ts,
             },
         );
-        self.connections += 1;
+        // Traced again after the overhead budget left it out: not a new one.
+        if self.left_out.remove(&s.sk).is_none() {
+            self.connections += 1;
+        }
         self.open_peak = self.open_peak.max(self.conns.len());
     }
 
@@ -587,6 +593,7 @@ impl Tracker {
             shrink(&mut self.fds),
             shrink(&mut self.accepts),
             shrink(&mut self.handshakes),
+            shrink(&mut self.left_out),
         ];
         shrunk.iter().any(|&s| s) | self.exchanges.compact()
     }
@@ -865,6 +872,45 @@ mod tests {
         assert_eq!(a.off.len(), 1);
         assert!(a.off[0].0.is_loop_wait());
         assert_eq!(a.off[0].1, 10 * MS, "what the upstream does not cover");
+    }
+
+    /// The overhead budget stops tracing a keep-alive connection between
+    /// two requests and takes it up again later: the first request is
+    /// whole, the connection is counted once.
+    #[test]
+    fn a_connection_left_out_and_taken_up_again_is_one_connection() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        c.handle(accept(7, 1));
+        c.handle(socket(0xa, 7, 80, 1, 1));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::READ, 2, 10),
+            b"GET /a HTTP/1.1\r\n\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::WRITE, 3, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.handle(Event::LeftOut(CloseEvent {
+            hdr: hdr(kind::LEFT_OUT, 4),
+            sk: 0xa,
+        }));
+        let done: Vec<Finished> = c.take_finished().collect();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].request.outcome, crate::chain::Outcome::Complete);
+        // Taken up again: the kernel announces it anew.
+        c.handle(socket(0xa, 7, 80, 1, 9));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::READ, 9, 10),
+            b"GET /b HTTP/1.1\r\n\r\n",
+        ));
+        c.handle(Event::Io(
+            io(0xa, 7, dir::WRITE, 10, 10),
+            b"HTTP/1.1 200 OK\r\n",
+        ));
+        c.finish_all(20 * MS);
+        assert_eq!(c.take_finished().count(), 1);
+        assert_eq!(c.connections(), 1);
     }
 
     #[test]

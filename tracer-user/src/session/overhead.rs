@@ -150,13 +150,10 @@ impl Steering {
         Ok(())
     }
 
-    /// Where the budget stands, for a report: the connections traced and
-    /// left out are the tracker's counts.
-    pub fn report(&self, traced: u64, left_out: u64) -> BudgetReport {
+    /// Where the budget stands, for a report.
+    pub fn report(&self) -> BudgetReport {
         BudgetReport {
             max_overhead_pct: self.budget.max_pct(),
-            connections_traced: traced,
-            connections_left_out: left_out,
             spans: self.budget.spans().to_vec(),
             out_of_reach_pct: self.budget.floor_pct(),
         }

@@ -117,9 +117,7 @@ impl OpenWindow {
                 .tracker
                 .open_connections_now(|peer| unsent.contains(&peer)),
             cpu: CpuClocks::read(session).since(&self.cpu_before),
-            budget: session
-                .steering
-                .report(session.tracker.connections(), session.tracker.left_out()),
+            budget: session.steering.report(),
         })
     }
 
