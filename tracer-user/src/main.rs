@@ -77,8 +77,8 @@ struct Common {
     #[arg(long)]
     no_goroutines: bool,
     /// Most the tracer may cost, in percent of the traced processes' CPU:
-    /// above it, only a hash-chosen share of new connections is traced
-    /// (each whole). 0 traces everything.
+    /// above it, only a hash-chosen share of the connections is traced,
+    /// each request whole; the rest are counted. 0 traces everything.
     #[arg(long, default_value_t = 3.0, value_name = "PCT")]
     max_overhead: f64,
 }
