@@ -5,9 +5,12 @@
 //	GET /sleep/N     sleeps N milliseconds in the handler
 //	GET /stream      streams -stream-mb MB in 64 KiB flushed chunks
 //	GET /cpu/N       burns N milliseconds of CPU in burnCPU
+//	GET /json        encodes a catalogue of 10 items as JSON (about 2 KB):
+//	                 a handler doing the work most handlers do
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -60,6 +63,11 @@ func main() {
 		fmt.Fprintf(w, "%d\n", burnCPU(time.Duration(ms)*time.Millisecond))
 	})
 
+	mux.HandleFunc("/json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(catalogue(10))
+	})
+
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
@@ -80,4 +88,33 @@ func burnCPU(d time.Duration) uint64 {
 		}
 	}
 	return x
+}
+
+type item struct {
+	ID       int               `json:"id"`
+	Name     string            `json:"name"`
+	Price    float64           `json:"price"`
+	Tags     []string          `json:"tags"`
+	Stock    map[string]int    `json:"stock"`
+	Attrs    map[string]string `json:"attrs"`
+	Updated  time.Time         `json:"updated"`
+	Featured bool              `json:"featured"`
+}
+
+// catalogue builds n items afresh, as a handler reading its data would.
+func catalogue(n int) []item {
+	items := make([]item, n)
+	for i := range items {
+		items[i] = item{
+			ID:       i,
+			Name:     fmt.Sprintf("item %d of the catalogue", i),
+			Price:    float64(i) * 1.25,
+			Tags:     []string{"new", "sale", strconv.Itoa(i % 7)},
+			Stock:    map[string]int{"paris": i, "lyon": i * 2, "nice": i % 5},
+			Attrs:    map[string]string{"colour": "blue", "size": strconv.Itoa(i % 4)},
+			Updated:  time.Unix(1700000000+int64(i), 0).UTC(),
+			Featured: i%3 == 0,
+		}
+	}
+	return items
 }
