@@ -184,7 +184,10 @@ pub struct SocketEvent {
     /// Local and remote ports, host byte order.
     pub sport: u16,
     pub dport: u16,
-    pub _pad: u32,
+    /// 1 when the overhead budget takes up again a connection it left out:
+    /// announced before, not a new connection.
+    pub again: u8,
+    pub _pad: [u8; 3],
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
@@ -422,7 +425,8 @@ pub struct SockState {
     pub read_seq: u16,
     pub write_seq: u16,
     /// 1 for a connection accepted on a watched port: the overhead budget
-    /// may leave it out.
+    /// may leave it out; [`SockState::INBOUND_ANNOUNCED`] once userspace
+    /// knows it.
     pub inbound: u8,
     pub _pad: [u8; 7],
 }
@@ -431,6 +435,11 @@ impl SockState {
     /// `announced` of a connection the overhead budget left out: the kernel
     /// reports nothing of it but its accept.
     pub const LEFT_OUT: u8 = 2;
+    /// `announced` of a connection left out and now traced again: to be
+    /// announced anew, as one userspace knew.
+    pub const TAKEN_UP_AGAIN: u8 = 3;
+    /// `inbound` of a connection userspace was told of.
+    pub const INBOUND_ANNOUNCED: u8 = 2;
 }
 
 #[cfg(feature = "user")]

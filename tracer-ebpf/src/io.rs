@@ -130,8 +130,13 @@ unsafe fn left_out_now(
                     sk,
                 });
             } else if !out && was_out {
-                // Traced again from this request: announced anew below.
-                (*state).announced = 0;
+                // Traced again from this request: announced below, as one
+                // userspace knew if it did.
+                (*state).announced = if (*state).inbound == SockState::INBOUND_ANNOUNCED {
+                    SockState::TAKEN_UP_AGAIN
+                } else {
+                    0
+                };
                 return false;
             }
         }
@@ -162,9 +167,15 @@ fn socket_state(
     if let Some(state) = known {
         // SAFETY: map value pointer valid for this program's run.
         unsafe {
-            if (*state).announced == 0 {
+            let announced = (*state).announced;
+            if announced == 0 || announced == SockState::TAKEN_UP_AGAIN {
                 (*state).announced = 1;
-                emit(&sock::describe(kind::SOCKET, tgid, tid, sk, fd));
+                if (*state).inbound != 0 {
+                    (*state).inbound = SockState::INBOUND_ANNOUNCED;
+                }
+                let mut event = sock::describe(kind::SOCKET, tgid, tid, sk, fd);
+                event.again = u8::from(announced == SockState::TAKEN_UP_AGAIN);
+                emit(&event);
             }
         }
         return Some(state);

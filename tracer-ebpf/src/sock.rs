@@ -30,7 +30,8 @@ pub fn describe(kind: u8, tgid: u32, tid: u32, sk: u64, fd: i32) -> SocketEvent 
         protocol: read_field::<u16>(sk, o.sock_protocol).unwrap_or(0),
         sport: local_port(sk),
         dport: u16::from_be(read_field::<u16>(sk, o.skc_dport).unwrap_or(0)),
-        _pad: 0,
+        again: 0,
+        _pad: [0; 3],
         saddr: [0; 16],
         daddr: [0; 16],
     };

@@ -118,42 +118,49 @@ fn budget(report: &Report) -> Option<String> {
 /// `open at the end: 3 connections (2 idle, 1 reading a request)`.
 fn open_connections(report: &Report) -> String {
     let o = &report.connections_by_state;
-    let parts: Vec<String> = [
-        ("idle", o.idle),
-        ("reading a request", o.reading_request),
-        ("in the handler", o.in_handler),
-        ("writing a response", o.writing),
-    ]
-    .iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(what, n)| format!("{n} {what}"))
-    .collect();
+    let parts = counted(
+        &[
+            ("idle", o.idle),
+            ("reading a request", o.reading_request),
+            ("in the handler", o.in_handler),
+            ("writing a response", o.writing),
+        ],
+        |what, n| format!("{n} {what}"),
+    );
     format!(
-        "open at the end: {} connections ({})",
-        report.connections_open,
-        parts.join(", ")
+        "open at the end: {} connections ({parts})",
+        report.connections_open
     )
+}
+
+/// The counts that are not zero, each put in words, comma-separated.
+fn counted(counts: &[(&str, u64)], say: impl Fn(&str, u64) -> String) -> String {
+    counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|&(what, n)| say(what, n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// ` (ring buffer full 3, stacks lost 16)`: the losses that are not zero.
 fn drops(report: &Report) -> String {
     let d = &report.drops;
-    let parts: Vec<String> = [
-        ("ring buffer full", d.ringbuf_full),
-        ("write table full", d.blocked_write_table_full),
-        ("socket table full", d.socket_table_full),
-        ("payloads unreadable", d.payload_unreadable),
-        ("stacks lost", d.stacks_lost),
-        ("stack table full", d.stack_table_full),
-    ]
-    .iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(what, n)| format!("{what} {n}"))
-    .collect();
+    let parts = counted(
+        &[
+            ("ring buffer full", d.ringbuf_full),
+            ("write table full", d.blocked_write_table_full),
+            ("socket table full", d.socket_table_full),
+            ("payloads unreadable", d.payload_unreadable),
+            ("stacks lost", d.stacks_lost),
+            ("stack table full", d.stack_table_full),
+        ],
+        |what, n| format!("{what} {n}"),
+    );
     if parts.is_empty() {
         String::new()
     } else {
-        format!(" ({})", parts.join(", "))
+        format!(" ({parts})")
     }
 }
 

@@ -29,6 +29,9 @@ const IPPROTO_UDP: u16 = 17;
 const HANDSHAKE_TTL_NS: u64 = 120 * 1_000_000_000;
 /// Above this many unclaimed handshakes or accepts, stale ones are swept.
 const SWEEP_AT: usize = 20_000;
+/// Above this many connections handed on without an fd, stale ones are
+/// swept (counted apart: the connection table itself may hold far more).
+const ORPHANS_SWEEP_AT: usize = 1024;
 
 struct Conn {
     pid: u32,
@@ -136,13 +139,12 @@ pub struct Tracker {
     events: u64,
     /// Processes forked by traced ones, (parent, child): to be traced.
     forks: Vec<(u32, u32)>,
+    /// Connections handed on without an fd since the last sweep, about.
+    orphans: usize,
     /// What a request finished now stands for ([`Origin::weight`]).
     weight: f64,
     /// Requests finished, for the budget's weights.
     finished_count: u64,
-    /// Connections the overhead budget stopped tracing between requests,
-    /// with when: one traced again later is the same connection, not a new one.
-    left_out: FxHashMap<u64, u64>,
 }
 
 impl Default for Tracker {
@@ -170,9 +172,9 @@ impl Tracker {
             open_peak: 0,
             events: 0,
             forks: Vec::new(),
+            orphans: 0,
             weight: 1.0,
             finished_count: 0,
-            left_out: FxHashMap::default(),
         }
     }
 
@@ -279,12 +281,8 @@ impl Tracker {
                     self.accepts
                         .retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
                 }
-                if self.conns.len() >= SWEEP_AT {
-                    // Handed on and never used: reset before anyone read it.
-                    let now = a.hdr.ts;
-                    self.conns.retain(|_, c| {
-                        !(c.orphaned() && now.saturating_sub(c.opened) >= HANDSHAKE_TTL_NS)
-                    });
+                if self.orphans >= ORPHANS_SWEEP_AT {
+                    self.sweep_orphans(a.hdr.ts);
                 }
                 self.accepts.insert(key, a.hdr.ts);
                 self.queue_sample(a.port, a.backlog, a.backlog_max, a.listener_drops);
@@ -299,19 +297,10 @@ impl Tracker {
             Event::Close(c) => {
                 self.close(c.sk, c.hdr.ts);
                 self.exchanges.close(c.sk);
-                self.left_out.remove(&c.sk);
             }
             Event::LeftOut(c) => {
                 // Its last response is done: the request in progress ends here.
-                if self.conns.contains_key(&c.sk) {
-                    self.close(c.sk, c.hdr.ts);
-                    if self.left_out.len() >= SWEEP_AT {
-                        let now = c.hdr.ts;
-                        self.left_out
-                            .retain(|_, &mut ts| now.saturating_sub(ts) < HANDSHAKE_TTL_NS);
-                    }
-                    self.left_out.insert(c.sk, c.hdr.ts);
-                }
+                self.close(c.sk, c.hdr.ts);
             }
             Event::Established(s) => self.on_handshake(&s),
             Event::Listen(s) => self.add_listener(s.hdr.tgid, s.sport),
@@ -421,7 +410,7 @@ impl Tracker {
             },
         );
         // Traced again after the overhead budget left it out: not a new one.
-        if self.left_out.remove(&s.sk).is_none() {
+        if s.again == 0 {
             self.connections += 1;
         }
         self.open_peak = self.open_peak.max(self.conns.len());
@@ -526,9 +515,22 @@ impl Tracker {
         };
         if conn.seqs == [None; 2] {
             conn.fd = -1;
+            self.orphans += 1;
         } else {
             self.close(sk, ts);
         }
+    }
+
+    /// Forgets connections handed on and never used since (reset before
+    /// anyone read them), once old.
+    fn sweep_orphans(&mut self, now: u64) {
+        let mut left = 0;
+        self.conns.retain(|_, c| {
+            let stale = c.orphaned() && now.saturating_sub(c.opened) >= HANDSHAKE_TTL_NS;
+            left += usize::from(c.orphaned() && !stale);
+            !stale
+        });
+        self.orphans = left;
     }
 
     fn close(&mut self, sk: u64, ts: u64) {
@@ -593,7 +595,6 @@ impl Tracker {
             shrink(&mut self.fds),
             shrink(&mut self.accepts),
             shrink(&mut self.handshakes),
-            shrink(&mut self.left_out),
         ];
         shrunk.iter().any(|&s| s) | self.exchanges.compact()
     }
@@ -898,8 +899,12 @@ mod tests {
         let done: Vec<Finished> = c.take_finished().collect();
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].request.outcome, crate::chain::Outcome::Complete);
-        // Taken up again: the kernel announces it anew.
-        c.handle(socket(0xa, 7, 80, 1, 9));
+        // Taken up again: the kernel announces it anew, saying so.
+        let Event::Socket(mut again) = socket(0xa, 7, 80, 1, 9) else {
+            unreachable!("a socket event")
+        };
+        again.again = 1;
+        c.handle(Event::Socket(again));
         c.handle(Event::Io(
             io(0xa, 7, dir::READ, 9, 10),
             b"GET /b HTTP/1.1\r\n\r\n",
@@ -911,6 +916,21 @@ mod tests {
         c.finish_all(20 * MS);
         assert_eq!(c.take_finished().count(), 1);
         assert_eq!(c.connections(), 1);
+    }
+
+    /// Connections handed on that nobody ever used (reset before the child
+    /// read them) do not pile up.
+    #[test]
+    fn connections_handed_on_and_never_used_are_forgotten() {
+        let mut c = Tracker::new();
+        c.add_listener(10, 80);
+        for i in 0..=ORPHANS_SWEEP_AT as u64 {
+            c.handle(accept(4, 1));
+            c.handle(socket(0x1000 + i, 4, 80, 1, 1));
+        }
+        assert_eq!(c.open_connections(), ORPHANS_SWEEP_AT + 1);
+        c.handle(accept(4, 200_000));
+        assert_eq!(c.open_connections(), 0, "this accept hands on the last one too");
     }
 
     #[test]

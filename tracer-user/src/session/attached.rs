@@ -119,9 +119,11 @@ impl Session {
         self.stacks.note_all(self.tracker.take_new_stacks());
         self.stacks.resolve_pending();
         self.targets.note_exits(&mut self.probes);
-        let clocks = CpuClocks::read(self);
-        self.steering
-            .steer(clocks, &mut self.probes, &mut self.tracker)?;
+        if self.steering.due() {
+            let clocks = CpuClocks::read(self);
+            self.steering
+                .steer(clocks, &mut self.probes, &mut self.tracker)?;
+        }
         Ok(self.targets.all_exited())
     }
 }

@@ -107,7 +107,18 @@ impl Steering {
         }
     }
 
-    /// Looks at the cost of the last second, and changes the share of
+    /// Whether a control period has passed: the clocks are read only then
+    /// (each read opens a file per program and per traced process), and
+    /// never without a budget.
+    pub fn due(&self) -> bool {
+        self.budget.max_pct() > 0.0
+            && self
+                .last
+                .as_ref()
+                .is_none_or(|l| l.at.elapsed() >= STEER_EVERY)
+    }
+
+    /// Looks at the cost of the last period, and changes the share of
     /// connections traced if the budget says so. What a traced request
     /// stands for follows the requests left out beside it meanwhile.
     pub fn steer(
@@ -128,9 +139,6 @@ impl Steering {
             return Ok(());
         };
         let period = now.duration_since(before.at);
-        if period < STEER_EVERY {
-            return Ok(());
-        }
         let (traced, left_out) = (
             look.traced.saturating_sub(before.traced),
             look.left_out.saturating_sub(before.left_out),
