@@ -220,4 +220,18 @@ fn the_report_says_what_tracing_cost() {
     assert!((0.01..10.0).contains(&f("pct_of_traced_cpu")), "{cost}");
     assert_eq!(num(&out.report, "requests"), load.responses());
     assert!(out.stdout.contains("tracing cost "), "{}", out.stdout);
+    // Every run is counted (a request reads at least once), some are timed.
+    let recv = out.report["program_costs"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["program"] == "sock_recv_length"))
+        .expect("sock_recv_length's cost");
+    let runs = recv["runs_per_s"].as_f64().unwrap_or(0.0)
+        * out.report["duration_s"].as_f64().unwrap_or(0.0);
+    assert!(runs >= load.responses() as f64 * 0.99, "{recv}");
+    let timed = recv["timed_runs"].as_f64().unwrap_or(0.0);
+    assert!(timed >= 1.0 && timed <= runs * 1.01, "{recv}");
+    assert!(
+        (20.0..100_000.0).contains(&recv["ns_per_run"].as_f64().unwrap_or(0.0)),
+        "{recv}"
+    );
 }

@@ -95,6 +95,39 @@ pub mod counter {
     pub const LEN: u32 = 8;
 }
 
+/// The kernel programs, as indexes into the per-CPU `RUNS` counters: each
+/// counts its own runs, always, while the kernel's run-time clocks
+/// (`BPF_ENABLE_STATS`) are on only now and then, since they cost two clock
+/// reads a run on every BPF program of the host.
+pub mod program {
+    pub const SOCK_RECV_LENGTH: u32 = 0;
+    pub const SOCK_SEND_LENGTH: u32 = 1;
+    pub const SK_DATA_READY: u32 = 2;
+    pub const SCHED_SWITCH: u32 = 3;
+    pub const SCHED_WAKEUP: u32 = 4;
+    pub const ON_CPU: u32 = 5;
+    pub const SYS_EXIT_ACCEPT: u32 = 6;
+    pub const INET_SOCK_SET_STATE: u32 = 7;
+    pub const SCHED_PROCESS_FORK: u32 = 8;
+    pub const KFREE_SKB: u32 = 9;
+    pub const TCP_RETRANSMIT_SYNACK: u32 = 10;
+    /// Program names (as in the object), by index.
+    pub const NAMES: [&str; 11] = [
+        "sock_recv_length",
+        "sock_send_length",
+        "sk_data_ready",
+        "sched_switch",
+        "sched_wakeup",
+        "on_cpu",
+        "sys_exit_accept",
+        "inet_sock_set_state",
+        "sched_process_fork",
+        "kfree_skb",
+        "tcp_retransmit_synack",
+    ];
+    pub const LEN: u32 = NAMES.len() as u32;
+}
+
 /// Common prefix of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, ListenCounters, OffCpuStart, SockState,
-    StackKey, TraceLayout, counter,
+    StackKey, TraceLayout, counter, program,
 };
 
 /// Ring-buffer bytes pending before a record forces a wake-up of the reader;
@@ -77,6 +77,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Drop and event counters, indexed by `tracer_common::counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+/// Runs of each program, indexed by `tracer_common::program`.
+#[map]
+pub static RUNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(program::LEN, 0);
 
 /// User and kernel stacks of samples and blocks.
 #[map]

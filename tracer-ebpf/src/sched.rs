@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter,
-    errno, kind, syscall, traced,
+    errno, kind, program, syscall, traced,
 };
 
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
         ONCPU_COUNTS, STACKS, setting,
     },
     util::{
-        add, count, current_g, current_syscall, emit, header, is_traced, load_field, now,
+        add, count, current_g, current_syscall, emit, header, is_traced, load_field, now, ran,
         traced_current, traced_kind,
     },
 };
@@ -71,6 +71,7 @@ fn stack_id<C: StackIdContext>(ctx: &C, flags: u64) -> i32 {
 
 #[perf_event]
 pub fn on_cpu(ctx: PerfEventContext) -> u32 {
+    ran(program::ON_CPU);
     let Some((tgid, tid)) = traced_current() else {
         return 0;
     };
@@ -99,6 +100,7 @@ pub fn on_cpu(ctx: PerfEventContext) -> u32 {
 /// It fires while `prev` is still current.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    ran(program::SCHED_SWITCH);
     if setting(&OFF_CPU_ENABLED) == 0 {
         return 0;
     }
@@ -245,6 +247,7 @@ fn resume(tid: u32, ts: u64) {
 /// `sched_wakeup(struct task_struct *p)`: note who woke a blocked traced thread.
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    ran(program::SCHED_WAKEUP);
     if setting(&OFF_CPU_ENABLED) == 0 {
         return 0;
     }

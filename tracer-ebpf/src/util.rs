@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use tracer_common::{EventHeader, KernelOffsets, counter, traced};
 
-use crate::maps::{COUNTERS, EVENTS, LISTEN_PORTS, OFFSETS, TRACED, WAKEUP_BYTES, setting};
+use crate::maps::{COUNTERS, EVENTS, LISTEN_PORTS, OFFSETS, RUNS, TRACED, WAKEUP_BYTES, setting};
 
 /// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`.
 const RB_AVAIL_DATA: u64 = 0;
@@ -19,6 +19,16 @@ const RB_AVAIL_DATA: u64 = 0;
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Counts a run of program `index` (`tracer_common::program`): an inlined
+/// array update, where the kernel's own run counting costs two clock reads.
+#[inline(always)]
+pub fn ran(index: u32) {
+    if let Some(c) = RUNS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *c += 1 };
     }

@@ -109,7 +109,10 @@ impl TracerCost {
 pub struct ProgramCost {
     pub program: String,
     pub runs_per_s: f64,
-    pub ns_per_run: f64,
+    /// The mean over the runs the kernel timed (`timed_runs`); `null`
+    /// when none was.
+    pub ns_per_run: Option<f64>,
+    pub timed_runs: u64,
     /// CPU time in the program, in % of one core.
     pub cpu_pct: f64,
 }
@@ -265,8 +268,8 @@ pub struct Meta {
     pub listen_counters: Vec<(u16, tracer_common::ListenCounters)>,
     pub netstat: Netstat,
     pub diagnosis: Option<Diagnosis>,
-    /// (program, runs, ns) over the trace.
-    pub program_costs: Vec<(String, u64, u64)>,
+    /// Each kernel program's runs and timed runs over the trace.
+    pub program_costs: Vec<ProgramClock>,
     /// CPU the tracer and the traced processes used over the window.
     pub cpu: CpuCost,
     pub budget: BudgetReport,
@@ -497,17 +500,42 @@ fn listener_report(port: u16, l: &Listener, meta: &Meta) -> ListenerReport {
     }
 }
 
+/// A kernel program's runs, all counted, and the time of those the
+/// kernel's clocks timed: they run now and then, not always, since on
+/// every BPF program of the host they cost two clock reads a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProgramClock {
+    pub name: String,
+    pub runs: u64,
+    pub timed_runs: u64,
+    pub timed_ns: u64,
+}
+
+impl ProgramClock {
+    /// Mean time of a run, from the timed ones.
+    pub fn ns_per_run(&self) -> Option<f64> {
+        (self.timed_runs > 0).then(|| self.timed_ns as f64 / self.timed_runs as f64)
+    }
+
+    /// Time in all the runs: the count times the timed mean.
+    pub fn ns(&self) -> u64 {
+        self.ns_per_run()
+            .map_or(0, |mean| (mean * self.runs as f64) as u64)
+    }
+}
+
 /// Runs, time per run and CPU share of each program the kernel counted.
 fn program_costs(meta: &Meta) -> Vec<ProgramCost> {
     let secs = meta.duration_s.max(1e-9);
     meta.program_costs
         .iter()
-        .filter(|(_, runs, _)| *runs > 0)
-        .map(|(name, runs, ns)| ProgramCost {
-            program: name.clone(),
-            runs_per_s: *runs as f64 / secs,
-            ns_per_run: *ns as f64 / *runs as f64,
-            cpu_pct: *ns as f64 / 1e9 / secs * 100.0,
+        .filter(|p| p.runs > 0)
+        .map(|p| ProgramCost {
+            program: p.name.clone(),
+            runs_per_s: p.runs as f64 / secs,
+            ns_per_run: p.ns_per_run(),
+            timed_runs: p.timed_runs,
+            cpu_pct: p.ns() as f64 / 1e9 / secs * 100.0,
         })
         .collect()
 }

@@ -930,7 +930,11 @@ mod tests {
         }
         assert_eq!(c.open_connections(), ORPHANS_SWEEP_AT + 1);
         c.handle(accept(4, 200_000));
-        assert_eq!(c.open_connections(), 0, "this accept hands on the last one too");
+        assert_eq!(
+            c.open_connections(),
+            0,
+            "this accept hands on the last one too"
+        );
     }
 
     #[test]

@@ -11,12 +11,13 @@ use aya::{
     },
     util::online_cpus,
 };
-use tracer_common::{KernelOffsets, ListenCounters, StackKey, TraceLayout, counter};
-use tracer_core::counters::Counters;
+use tracer_common::{KernelOffsets, ListenCounters, StackKey, TraceLayout, counter, program};
+use tracer_core::{counters::Counters, report::ProgramClock};
 
 use super::{
     btf as kernel_btf,
     programs::{Attach, Enabled, Needs, PROGRAMS, Program},
+    run_clock::RunClock,
     tracefs,
 };
 
@@ -120,9 +121,11 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     ring: Option<RingBuf<MapData>>,
     tables: Option<Tables>,
-    /// Holds the kernel's run-time accounting of BPF programs on while
-    /// tracing (`BPF_ENABLE_STATS`): what the tracer's own cost is read from.
-    _stats: Option<std::os::fd::OwnedFd>,
+    /// Runs of each program, counted by the programs themselves.
+    runs: PerCpuArray<MapData, u64>,
+    /// The kernel's timing of the runs, on now and then: with the counts,
+    /// what the tracer's own kernel cost is read from.
+    run_clock: Option<RunClock>,
 }
 
 impl Probes {
@@ -154,15 +157,15 @@ impl Probes {
             oncpu: PerCpuHashMap::try_from(take(&mut ebpf, "ONCPU_COUNTS")?)?,
             offcpu_us: PerCpuHashMap::try_from(take(&mut ebpf, "OFFCPU_US")?)?,
         });
-        // About 20 ns per program run: the price of knowing the rest.
-        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
-        if stats.is_none() {
+        let run_clock = RunClock::start();
+        if run_clock.is_none() {
             warnings.push(
                 "the kernel would not count BPF run time (BPF_ENABLE_STATS): the tracer's kernel cost is not in the report".to_string(),
             );
         }
         let probes = Probes {
-            _stats: stats,
+            runs: PerCpuArray::try_from(take(&mut ebpf, "RUNS")?)?,
+            run_clock,
             traced: Array::try_from(take(&mut ebpf, "TRACED")?)?,
             listen_ports: Array::try_from(take(&mut ebpf, "LISTEN_PORTS")?)?,
             leave_out: Array::try_from(take(&mut ebpf, "LEAVE_OUT")?)?,
@@ -226,12 +229,24 @@ impl Probes {
         self.tables.take()
     }
 
-    /// What each program cost since it was loaded: (name, runs, ns in total).
-    pub fn program_costs(&self) -> Vec<(String, u64, u64)> {
+    /// Switches the kernel's run-time clocks on or off, as the share of
+    /// runs timed so far asks.
+    pub fn pace_run_clock(&mut self) {
+        let programs = self.program_costs();
+        if let Some(clock) = &mut self.run_clock {
+            clock.pace(&programs);
+        }
+    }
+
+    /// Each loaded program's runs since it was loaded, and the runs the
+    /// kernel timed with their time.
+    pub fn program_costs(&self) -> Vec<ProgramClock> {
         use std::os::fd::{AsFd, AsRawFd};
         self.ebpf
             .programs()
             .filter_map(|(name, p)| {
+                let index = program::NAMES.iter().position(|n| *n == name)?;
+                let runs = self.runs.get(&(index as u32), 0).ok()?.iter().sum();
                 let fd = p.fd().ok()?.as_fd().as_raw_fd();
                 let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
                 let field = |k: &str| {
@@ -239,7 +254,12 @@ impl Probes {
                         .find_map(|l| l.strip_prefix(k))
                         .and_then(|v| v.trim().parse::<u64>().ok())
                 };
-                Some((name.to_string(), field("run_cnt:")?, field("run_time_ns:")?))
+                Some(ProgramClock {
+                    name: name.to_string(),
+                    runs,
+                    timed_runs: field("run_cnt:")?,
+                    timed_ns: field("run_time_ns:")?,
+                })
             })
             .collect()
     }

@@ -141,6 +141,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_program_counts_its_runs_under_its_own_index() {
+        let mut declared: Vec<&str> = PROGRAMS.iter().map(|p| p.name).collect();
+        let mut counted = tracer_common::program::NAMES.to_vec();
+        // One program attaches to both accept exits.
+        declared.sort_unstable();
+        declared.dedup();
+        counted.sort_unstable();
+        assert_eq!(declared, counted);
+    }
+
+    #[test]
     fn only_rare_or_auxiliary_hooks_are_optional() {
         let optional = |hook: &str| {
             PROGRAMS

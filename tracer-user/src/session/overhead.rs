@@ -9,7 +9,7 @@ use std::{
 use anyhow::Result;
 use tracer_core::{
     budget::{Budget, PeriodCost},
-    report::{BudgetReport, CpuCost},
+    report::{BudgetReport, CpuCost, ProgramClock},
     track::Tracker,
 };
 
@@ -36,11 +36,11 @@ impl CpuClocks {
     pub fn read(session: &Session) -> CpuClocks {
         let costs = session.probes.program_costs();
         CpuClocks {
-            kernel_ns: costs.iter().map(|c| c.2).sum(),
+            kernel_ns: costs.iter().map(ProgramClock::ns).sum(),
             per_connection_ns: costs
                 .iter()
-                .filter(|c| PER_CONNECTION.contains(&c.0.as_str()))
-                .map(|c| c.2)
+                .filter(|c| PER_CONNECTION.contains(&c.name.as_str()))
+                .map(ProgramClock::ns)
                 .sum(),
             own: procfs::own_cpu_time(),
             traced: session

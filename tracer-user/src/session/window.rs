@@ -16,7 +16,10 @@ use tracer_core::{
     analysis::facts,
     counters::Counters,
     process::{CommandOutcome, Process},
-    report::{self, BudgetReport, CpuCost, GoroutineSampling, Meta, Netstat, Sampling, folded},
+    report::{
+        self, BudgetReport, CpuCost, GoroutineSampling, Meta, Netstat, ProgramClock, Sampling,
+        folded,
+    },
     stack::Frame,
     track::{Finished, OpenConnections, Tracker},
 };
@@ -46,7 +49,7 @@ pub struct End {
     duration_s: f64,
     goroutines: GoroutineSampling,
     counters: Counters,
-    program_costs: Vec<(String, u64, u64)>,
+    program_costs: Vec<ProgramClock>,
     listen_counters: Vec<(u16, ListenCounters)>,
     netstat: Netstat,
     open: OpenConnections,
