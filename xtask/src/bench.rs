@@ -21,9 +21,11 @@ use scenarios::{
 };
 use serde_json::{Value, json};
 
+use crate::cpu_account;
+
 /// wrk: 2 threads and 50 keep-alive connections saturate the 2 cores.
-const WRK_THREADS: u32 = 2;
-const WRK_CONNECTIONS: u32 = 50;
+pub const WRK_THREADS: u32 = 2;
+pub const WRK_CONNECTIONS: u32 = 50;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Config {
@@ -115,6 +117,18 @@ pub fn run(plan: Plan) -> Result<()> {
     } else {
         None
     };
+    let account = if rounds > 0 {
+        Some(cpu_account::run(
+            server.pid(),
+            "basic",
+            &url,
+            seconds,
+            rounds.min(3),
+            &out_dir,
+        )?)
+    } else {
+        None
+    };
     let goroutines = if rounds > 0 {
         Some(goroutine_cost(&server, rounds, seconds, &out_dir)?)
     } else {
@@ -149,6 +163,10 @@ pub fn run(plan: Plan) -> Result<()> {
     if let Some((costs_md, costs_json)) = costs {
         md.push_str(&costs_md);
         json["per_event_cost"] = costs_json;
+    }
+    if let Some((a_md, a_json)) = account {
+        md.push_str(&a_md);
+        json["cpu_account"] = a_json;
     }
     if let Some((g_md, g_json)) = goroutines {
         md.push_str(&g_md);

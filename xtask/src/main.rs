@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | test | demo`.
 
 mod bench;
+mod cpu_account;
 mod demo;
 mod go_layouts;
 mod layout;
