@@ -32,8 +32,11 @@ struct Account {
     total: f64,
 }
 
+/// A row of the table: its name, and its figure in an account.
+type Row = (&'static str, fn(&Account) -> f64);
+
 impl Account {
-    const ROWS: [(&'static str, fn(&Account) -> f64); 6] = [
+    const ROWS: [Row; 6] = [
         ("the server's own work (programs excluded)", |a| a.server),
         ("wrk's own work (programs excluded)", |a| a.client),
         ("BPF programs with their dispatch", |a| a.programs),
