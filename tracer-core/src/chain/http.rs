@@ -14,7 +14,7 @@ pub fn route_label(bytes: &[u8]) -> Option<Box<str>> {
 }
 
 /// Method and path (without query string) of an HTTP/1.x request line.
-fn parse_request_line(
+pub(crate) fn parse_request_line(
     bytes: &[u8],
 ) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
     let line = first_line(bytes);
@@ -40,16 +40,44 @@ fn parse_request_line(
 
 /// Request lines that follow the end of a request's headers within
 /// `bytes`: requests pipelined behind another in the same read.
-pub fn pipelined_in(bytes: &[u8]) -> u32 {
-    let mut n = 0;
-    let mut rest = bytes;
-    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
-        rest = &rest[end + 4..];
-        if parse_request_line(rest).is_some() {
-            n += 1;
+#[cfg(test)]
+fn pipelined_in(bytes: &[u8]) -> u32 {
+    header_ends([0; 2], bytes)
+        .filter(|&end| parse_request_line(&bytes[end..]).is_some())
+        .count() as u32
+}
+
+/// Where header blocks end in `bytes`: the offsets just past each empty
+/// line (`\r\n\r\n` or `\n\n`), `before` being the two bytes read before
+/// them. One pass over the line feeds, nothing copied: it runs on every read.
+pub fn header_ends(before: [u8; 2], bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    // The byte `back` places before `bytes[i]`, reaching into `before`.
+    let at = move |i: usize, back: usize| {
+        if i >= back {
+            bytes[i - back]
+        } else {
+            before[2 + i - back]
         }
+    };
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .filter(move |&i| {
+            let p1 = at(i, 1);
+            p1 == b'\n' || (p1 == b'\r' && at(i, 2) == b'\n')
+        })
+        .map(|i| i + 1)
+}
+
+/// The last two bytes of `before` followed by `bytes`.
+pub fn last_two(before: [u8; 2], bytes: &[u8]) -> [u8; 2] {
+    match *bytes {
+        [] => before,
+        [b] => [before[1], b],
+        [.., a, b] => [a, b],
     }
-    n
 }
 
 /// Splits a route label back into method and path.
@@ -109,6 +137,26 @@ mod tests {
         assert_eq!(pipelined_in(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
         let with_body = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
         assert_eq!(pipelined_in(with_body), 0);
+        let bare_lf = b"GET /a HTTP/1.1\nHost: x\n\nGET /b HTTP/1.1\n\n";
+        assert_eq!(pipelined_in(bare_lf), 1);
+    }
+
+    #[test]
+    fn header_ends_are_found_across_reads() {
+        let ends = |before: [u8; 2], bytes: &[u8]| header_ends(before, bytes).collect::<Vec<_>>();
+        assert_eq!(ends([0; 2], b"GET / HTTP/1.1\r\nA: b\r\n\r\n"), vec![24]);
+        assert_eq!(
+            ends([0; 2], b"GET / HTTP/1.1\r\nA: b\r\n"),
+            Vec::<usize>::new()
+        );
+        // Split after "\r\n\r", after "\r\n", after "\n".
+        assert_eq!(ends(*b"\n\r", b"\nrest"), vec![1]);
+        assert_eq!(ends(*b"\r\n", b"\r\nrest"), vec![2]);
+        assert_eq!(ends(*b"b\n", b"\n"), vec![1]);
+        assert_eq!(ends(*b"\r\n", b"x\r\n"), Vec::<usize>::new());
+        assert_eq!(last_two(*b"ab", b""), *b"ab");
+        assert_eq!(last_two(*b"ab", b"c"), *b"bc");
+        assert_eq!(last_two(*b"ab", b"cde"), *b"de");
     }
 
     #[test]

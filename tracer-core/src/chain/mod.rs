@@ -272,7 +272,7 @@ struct Pending {
     /// The end of the request's headers (an empty line) was seen, and the
     /// last bytes read, to find it across reads.
     headers_done: bool,
-    tail: Vec<u8>,
+    tail: [u8; 2],
     /// A read's bytes were not all captured: whether the headers ended
     /// cannot be told.
     unsure: bool,
@@ -286,16 +286,15 @@ impl Pending {
         if payload.len() as i64 != ret {
             self.unsure = true;
         }
-        self.pipelined += http::pipelined_in(payload);
-        if self.headers_done || payload.is_empty() {
-            return;
+        // Each end of headers in the read: this request's, and any request
+        // pipelined behind it whose line follows.
+        for end in http::header_ends(self.tail, payload) {
+            self.headers_done = true;
+            if http::parse_request_line(&payload[end..]).is_some() {
+                self.pipelined += 1;
+            }
         }
-        let mut seen = std::mem::take(&mut self.tail);
-        seen.extend_from_slice(payload);
-        self.headers_done =
-            seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.windows(2).any(|w| w == b"\n\n");
-        let keep = seen.len().saturating_sub(3);
-        self.tail = seen.split_off(keep);
+        self.tail = http::last_two(self.tail, payload);
     }
 
     /// The request's bytes were all seen and its headers never ended: the

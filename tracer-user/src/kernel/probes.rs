@@ -232,6 +232,9 @@ impl Probes {
     /// Switches the kernel's run-time clocks on or off, as the share of
     /// runs timed so far asks.
     pub fn pace_run_clock(&mut self) {
+        if !self.run_clock.as_ref().is_some_and(RunClock::due) {
+            return;
+        }
         let programs = self.program_costs();
         if let Some(clock) = &mut self.run_clock {
             clock.pace(&programs);

@@ -9,18 +9,24 @@
 //! a run, and the count gives how many runs it stands for. The share is of
 //! runs, not of time, so the timed runs follow the load.
 
-use std::os::fd::OwnedFd;
+use std::{
+    os::fd::OwnedFd,
+    time::{Duration, Instant},
+};
 
 use tracer_core::report::ProgramClock;
 
 /// The share of all runs to time.
 const TIMED_SHARE: f64 = 0.1;
+/// How often the share is looked at (each look reads a file per program).
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 pub struct RunClock {
     /// The kernel counts while this is held.
     on: Option<OwnedFd>,
     /// Whether the kernel allows it at all.
     available: bool,
+    last_look: Instant,
 }
 
 impl RunClock {
@@ -31,7 +37,13 @@ impl RunClock {
         Some(RunClock {
             on: Some(on),
             available: true,
+            last_look: Instant::now(),
         })
+    }
+
+    /// Whether it is time to look at the share of runs timed.
+    pub fn due(&self) -> bool {
+        self.available && self.last_look.elapsed() >= LOOK_EVERY
     }
 
     /// Switches the clocks on while less than a tenth of all runs so far
@@ -39,6 +51,7 @@ impl RunClock {
     /// runs is then its share of the runs: one that ran only while the
     /// clocks were off (a rare one) goes without a mean.
     pub fn pace(&mut self, programs: &[ProgramClock]) {
+        self.last_look = Instant::now();
         if !self.available {
             return;
         }
