@@ -95,11 +95,17 @@ pub mod counter {
     pub const LEN: u32 = 8;
 }
 
-/// The kernel programs, as indexes into the per-CPU `RUNS` counters: each
-/// counts its own runs, always, while the kernel's run-time clocks
-/// (`BPF_ENABLE_STATS`) are on only now and then, since they cost two clock
-/// reads a run on every BPF program of the host.
+/// The kernel programs, as indexes into the per-CPU `RUNS` table
+/// ([`ProgramRuns`]): each counts its runs and times one in
+/// [`program::TIME_EVERY`]. The kernel's own accounting (`BPF_ENABLE_STATS`)
+/// would need CAP_SYS_ADMIN and cost every BPF program of the host two
+/// clock reads a run.
 pub mod program {
+    /// One run in this many is timed: a prime, so the timed runs do not
+    /// fall into step with a pattern of the runs (a server's write, then
+    /// its client's, on one CPU).
+    pub const TIME_EVERY: u64 = 17;
+
     pub const SOCK_RECV_LENGTH: u32 = 0;
     pub const SOCK_SEND_LENGTH: u32 = 1;
     pub const SK_DATA_READY: u32 = 2;
@@ -126,6 +132,15 @@ pub mod program {
         "tcp_retransmit_synack",
     ];
     pub const LEN: u32 = NAMES.len() as u32;
+}
+
+/// A program's runs on one CPU, and those it timed with their time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProgramRuns {
+    pub runs: u64,
+    pub timed_runs: u64,
+    pub timed_ns: u64,
 }
 
 /// Common prefix of every ring-buffer record.
@@ -477,13 +492,14 @@ impl SockState {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{KernelOffsets, ListenCounters, SockState, StackKey, TraceLayout};
+    use super::{KernelOffsets, ListenCounters, ProgramRuns, SockState, StackKey, TraceLayout};
     // SAFETY: all types are plain-old-data `#[repr(C)]` structs without padding holes
     // that matter to the kernel, valid for any bit pattern.
     unsafe impl aya::Pod for SockState {}
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for ListenCounters {}
+    unsafe impl aya::Pod for ProgramRuns {}
     unsafe impl aya::Pod for TraceLayout {}
 }
 

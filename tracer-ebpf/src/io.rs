@@ -24,21 +24,21 @@ use crate::{
     maps::{BLOCKED_WRITE, EVENTS, SOCKS},
     net, sock,
     util::{
-        arg_u64, count, current_g, current_syscall, emit, header, now, ran, submit_flags,
+        arg_u64, count, current_g, current_syscall, emit, header, now, run, submit_flags,
         traced_current,
     },
 };
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
-    ran(program::SOCK_RECV_LENGTH);
+    let _run = run(program::SOCK_RECV_LENGTH);
     on_sock_io(&ctx, dir::READ);
     0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
-    ran(program::SOCK_SEND_LENGTH);
+    let _run = run(program::SOCK_SEND_LENGTH);
     on_sock_io(&ctx, dir::WRITE);
     0
 }
@@ -340,7 +340,7 @@ fn emit_with_payload(io: IoEvent, (src, src_len): (u64, u64), want: u64) {
 /// announced at once, so one that never sends a byte is still seen.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    ran(program::SYS_EXIT_ACCEPT);
+    let _run = run(program::SYS_EXIT_ACCEPT);
     let Some((tgid, tid)) = traced_current() else {
         return 0;
     };

@@ -12,7 +12,7 @@ use tracer_common::{KernelOffsets, ListenCounters, counter, program};
 use crate::{
     maps::{LAYOUT, LISTEN_COUNTERS, LISTENERS, OFFSETS, setting},
     sock,
-    util::{count, is_listen_port, ran, read_field},
+    util::{count, is_listen_port, read_field, run},
 };
 
 /// The listener's accept queue length, limit and drop counter
@@ -104,7 +104,7 @@ fn bump(port: u16, overflow: u64, synack: u64) {
 /// queue was full (drop reason `TCP_LISTEN_OVERFLOW`, on the listener).
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
-    ran(program::KFREE_SKB);
+    let _run = run(program::KFREE_SKB);
     let layout = setting(&LAYOUT);
     // SAFETY: offsets from this kernel's tracepoint format.
     let Ok(reason) = (unsafe { ctx.read_at::<u32>(layout.kfree_skb_reason as usize) }) else {
@@ -128,7 +128,7 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 /// `tcp/tcp_retransmit_synack(skaddr = listener, sport at 24)`.
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
-    ran(program::TCP_RETRANSMIT_SYNACK);
+    let _run = run(program::TCP_RETRANSMIT_SYNACK);
     // SAFETY: offsets of the stable tcp_retransmit_synack format.
     let (Ok(listener), Ok(port)) = (unsafe { ctx.read_at::<u64>(8) }, unsafe {
         ctx.read_at::<u16>(24)

@@ -10,8 +10,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use tracer_common::{
-    BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, ListenCounters, OffCpuStart, SockState,
-    StackKey, TraceLayout, counter, program,
+    BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, ListenCounters, OffCpuStart, ProgramRuns,
+    SockState, StackKey, TraceLayout, counter, program,
 };
 
 /// Ring-buffer bytes pending before a record forces a wake-up of the reader;
@@ -78,9 +78,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
 
-/// Runs of each program, indexed by `tracer_common::program`.
+/// Runs of each program, and the timed ones, indexed by
+/// `tracer_common::program`.
 #[map]
-pub static RUNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(program::LEN, 0);
+pub static RUNS: PerCpuArray<ProgramRuns> = PerCpuArray::with_max_entries(program::LEN, 0);
 
 /// User and kernel stacks of samples and blocks.
 #[map]

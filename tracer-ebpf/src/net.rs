@@ -18,8 +18,8 @@ use crate::{
     maps::{LAYOUT, LEAVE_OUT, LISTEN_PORTS, LISTENERS, OFFSETS, SOCKS, TRACED, setting},
     sock,
     util::{
-        arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now, ran,
-        read_field, traced_current, traced_kind,
+        arg_u64, count, current_syscall, emit, header, is_listen_port, load_field, now, read_field,
+        run, traced_current, traced_kind,
     },
 };
 
@@ -54,7 +54,7 @@ const AF_INET: u16 = 2;
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    ran(program::INET_SOCK_SET_STATE);
+    let _run = run(program::INET_SOCK_SET_STATE);
     // SAFETY: the struct mirrors the tracepoint's format.
     let Ok(ev) = (unsafe { ctx.read_at::<InetSockSetState>(0) }) else {
         return 0;
@@ -181,7 +181,7 @@ fn closed_by_process(ev: &InetSockSetState) {
 /// Only connections on traced listening ports are looked up.
 #[btf_tracepoint(function = "sk_data_ready")]
 pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
-    ran(program::SK_DATA_READY);
+    let _run = run(program::SK_DATA_READY);
     let sk_ptr: *const u8 = ctx.arg(0);
     // SAFETY: a `struct sock *` argument; skc_num is a u16 of sock_common.
     let port: u16 = unsafe { load_field(sk_ptr, setting(&OFFSETS).skc_num) };
@@ -204,7 +204,7 @@ pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
 /// instruction. New threads need nothing: they are traced by their process.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    ran(program::SCHED_PROCESS_FORK);
+    let _run = run(program::SCHED_PROCESS_FORK);
     let Some((tgid, tid)) = traced_current() else {
         return 0;
     };

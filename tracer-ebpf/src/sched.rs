@@ -21,7 +21,7 @@ use crate::{
         ONCPU_COUNTS, STACKS, setting,
     },
     util::{
-        add, count, current_g, current_syscall, emit, header, is_traced, load_field, now, ran,
+        add, count, current_g, current_syscall, emit, header, is_traced, load_field, now, run,
         traced_current, traced_kind,
     },
 };
@@ -71,7 +71,7 @@ fn stack_id<C: StackIdContext>(ctx: &C, flags: u64) -> i32 {
 
 #[perf_event]
 pub fn on_cpu(ctx: PerfEventContext) -> u32 {
-    ran(program::ON_CPU);
+    let _run = run(program::ON_CPU);
     let Some((tgid, tid)) = traced_current() else {
         return 0;
     };
@@ -100,7 +100,7 @@ pub fn on_cpu(ctx: PerfEventContext) -> u32 {
 /// It fires while `prev` is still current.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
-    ran(program::SCHED_SWITCH);
+    let _run = run(program::SCHED_SWITCH);
     if setting(&OFF_CPU_ENABLED) == 0 {
         return 0;
     }
@@ -247,7 +247,7 @@ fn resume(tid: u32, ts: u64) {
 /// `sched_wakeup(struct task_struct *p)`: note who woke a blocked traced thread.
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
-    ran(program::SCHED_WAKEUP);
+    let _run = run(program::SCHED_WAKEUP);
     if setting(&OFF_CPU_ENABLED) == 0 {
         return 0;
     }

@@ -9,7 +9,7 @@ use aya_ebpf::{
     },
     maps::PerCpuHashMap,
 };
-use tracer_common::{EventHeader, KernelOffsets, counter, traced};
+use tracer_common::{EventHeader, KernelOffsets, ProgramRuns, counter, program, traced};
 
 use crate::maps::{COUNTERS, EVENTS, LISTEN_PORTS, OFFSETS, RUNS, TRACED, WAKEUP_BYTES, setting};
 
@@ -24,13 +24,43 @@ pub fn count(index: u32) {
     }
 }
 
-/// Counts a run of program `index` (`tracer_common::program`): an inlined
-/// array update, where the kernel's own run counting costs two clock reads.
+/// A run of a program, counted when it starts; one in
+/// `program::TIME_EVERY` is timed, its time added when the run ends (the
+/// value drops at every exit of the program).
+pub struct Run {
+    slot: Option<*mut ProgramRuns>,
+    start: u64,
+}
+
+/// Counts a run of program `index` (`tracer_common::program`), and starts
+/// its clock if it is one to time: keep the value until the program ends.
 #[inline(always)]
-pub fn ran(index: u32) {
-    if let Some(c) = RUNS.get_ptr_mut(index) {
+pub fn run(index: u32) -> Run {
+    let slot = RUNS.get_ptr_mut(index);
+    let mut start = 0;
+    if let Some(s) = slot {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *c += 1 };
+        unsafe {
+            (*s).runs += 1;
+            if (*s).runs % program::TIME_EVERY == 0 {
+                start = now();
+            }
+        }
+    }
+    Run { slot, start }
+}
+
+impl Drop for Run {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let (Some(s), true) = (self.slot, self.start != 0) {
+            let took = now().saturating_sub(self.start);
+            // SAFETY: as in `run`, within the same program run.
+            unsafe {
+                (*s).timed_runs += 1;
+                (*s).timed_ns += took;
+            }
+        }
     }
 }
 

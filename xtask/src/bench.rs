@@ -347,11 +347,9 @@ fn goroutine_cost(
     Ok((md, Value::Array(rows)))
 }
 
-/// One more tracer run with the kernel counting each program's runs and
-/// time (`kernel.bpf_stats_enabled`, which adds a little per run, so the
-/// throughput runs go without it): what each request costs, where.
+/// One more tracer run, read for what each program cost: each counts its
+/// runs and times one in 17. What each request costs, where.
 fn event_costs(pid: u32, url: &str, seconds: u32, out_dir: &Path) -> Result<(String, Value)> {
-    // The tracer counts each program's runs and times them a second in ten.
     let tracer = TracerRun::record(&[pid], &out_dir.join("costs"), &[])?;
     let (wrk, cpu) = with_cpu(tracer.pid(), || {
         wrk_latency(url, WRK_THREADS, WRK_CONNECTIONS, seconds)
@@ -360,7 +358,7 @@ fn event_costs(pid: u32, url: &str, seconds: u32, out_dir: &Path) -> Result<(Str
     let requests = wrk.requests.max(1) as f64;
     let duration = report["duration_s"].as_f64().unwrap_or(1.0);
     let mut md = String::from(
-        "\n### Per-event cost\n\nOne more traced run: each program counts its runs, and the kernel times them a second in every ten:\n\n",
+        "\n### Per-event cost\n\nOne more traced run: each program counts its runs and times one in 17 (from its first instruction to its last; the dispatch to it is in the next section):\n\n",
     );
     md.push_str(
         "| where | runs per request | ns per run | µs per request |\n|---|---:|---:|---:|\n",

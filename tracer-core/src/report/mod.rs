@@ -500,9 +500,8 @@ fn listener_report(port: u16, l: &Listener, meta: &Meta) -> ListenerReport {
     }
 }
 
-/// A kernel program's runs, all counted, and the time of those the
-/// kernel's clocks timed: they run now and then, not always, since on
-/// every BPF program of the host they cost two clock reads a run.
+/// A kernel program's runs, all counted, and the time of those it timed
+/// (one in `tracer_common::program::TIME_EVERY`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProgramClock {
     pub name: String,

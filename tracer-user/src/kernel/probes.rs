@@ -11,13 +11,14 @@ use aya::{
     },
     util::online_cpus,
 };
-use tracer_common::{KernelOffsets, ListenCounters, StackKey, TraceLayout, counter, program};
+use tracer_common::{
+    KernelOffsets, ListenCounters, ProgramRuns, StackKey, TraceLayout, counter, program,
+};
 use tracer_core::{counters::Counters, report::ProgramClock};
 
 use super::{
     btf as kernel_btf,
     programs::{Attach, Enabled, Needs, PROGRAMS, Program},
-    run_clock::RunClock,
     tracefs,
 };
 
@@ -121,11 +122,9 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     ring: Option<RingBuf<MapData>>,
     tables: Option<Tables>,
-    /// Runs of each program, counted by the programs themselves.
-    runs: PerCpuArray<MapData, u64>,
-    /// The kernel's timing of the runs, on now and then: with the counts,
-    /// what the tracer's own kernel cost is read from.
-    run_clock: Option<RunClock>,
+    /// Runs of each program, and the timed ones, counted by the programs
+    /// themselves: what the tracer's own kernel cost is read from.
+    runs: PerCpuArray<MapData, ProgramRuns>,
 }
 
 impl Probes {
@@ -157,15 +156,8 @@ impl Probes {
             oncpu: PerCpuHashMap::try_from(take(&mut ebpf, "ONCPU_COUNTS")?)?,
             offcpu_us: PerCpuHashMap::try_from(take(&mut ebpf, "OFFCPU_US")?)?,
         });
-        let run_clock = RunClock::start();
-        if run_clock.is_none() {
-            warnings.push(
-                "the kernel would not count BPF run time (BPF_ENABLE_STATS): the tracer's kernel cost is not in the report".to_string(),
-            );
-        }
         let probes = Probes {
             runs: PerCpuArray::try_from(take(&mut ebpf, "RUNS")?)?,
-            run_clock,
             traced: Array::try_from(take(&mut ebpf, "TRACED")?)?,
             listen_ports: Array::try_from(take(&mut ebpf, "LISTEN_PORTS")?)?,
             leave_out: Array::try_from(take(&mut ebpf, "LEAVE_OUT")?)?,
@@ -229,39 +221,27 @@ impl Probes {
         self.tables.take()
     }
 
-    /// Switches the kernel's run-time clocks on or off, as the share of
-    /// runs timed so far asks.
-    pub fn pace_run_clock(&mut self) {
-        if !self.run_clock.as_ref().is_some_and(RunClock::due) {
-            return;
-        }
-        let programs = self.program_costs();
-        if let Some(clock) = &mut self.run_clock {
-            clock.pace(&programs);
-        }
-    }
-
-    /// Each loaded program's runs since it was loaded, and the runs the
-    /// kernel timed with their time.
+    /// Each program's runs since it was loaded, and the runs it timed
+    /// with their time.
     pub fn program_costs(&self) -> Vec<ProgramClock> {
-        use std::os::fd::{AsFd, AsRawFd};
-        self.ebpf
-            .programs()
-            .filter_map(|(name, p)| {
-                let index = program::NAMES.iter().position(|n| *n == name)?;
-                let runs = self.runs.get(&(index as u32), 0).ok()?.iter().sum();
-                let fd = p.fd().ok()?.as_fd().as_raw_fd();
-                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-                let field = |k: &str| {
-                    info.lines()
-                        .find_map(|l| l.strip_prefix(k))
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                };
+        program::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| self.ebpf.program(name).is_some())
+            .filter_map(|(index, name)| {
+                let per_cpu = self.runs.get(&(index as u32), 0).ok()?;
+                let sum = per_cpu
+                    .iter()
+                    .fold(ProgramRuns::default(), |a, r| ProgramRuns {
+                        runs: a.runs + r.runs,
+                        timed_runs: a.timed_runs + r.timed_runs,
+                        timed_ns: a.timed_ns + r.timed_ns,
+                    });
                 Some(ProgramClock {
-                    name: name.to_string(),
-                    runs,
-                    timed_runs: field("run_cnt:")?,
-                    timed_ns: field("run_time_ns:")?,
+                    name: (*name).to_string(),
+                    runs: sum.runs,
+                    timed_runs: sum.timed_runs,
+                    timed_ns: sum.timed_ns,
                 })
             })
             .collect()

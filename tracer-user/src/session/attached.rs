@@ -119,7 +119,6 @@ impl Session {
         self.stacks.note_all(self.tracker.take_new_stacks());
         self.stacks.resolve_pending();
         self.targets.note_exits(&mut self.probes);
-        self.probes.pace_run_clock();
         if self.steering.due() {
             let clocks = CpuClocks::read(self);
             self.steering
