@@ -183,6 +183,18 @@ fn burning_cpu_shows(bin: &std::path::Path, comm: &str) {
         svg.contains("on-CPU samples at 99 Hz") && svg.contains(comm),
         "SVG title names process and kind"
     );
+    // The same samples as a pprof profile that `go tool pprof` reads.
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(out.out.join("profile.pb.gz"))
+        .output()
+        .expect("go tool pprof");
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success() && text.contains("main.burnCPU"),
+        "{text}"
+    );
+    assert!(out.out.join("offcpu.pb.gz").exists());
 }
 
 /// Go runs many goroutines on few threads: a request's on-CPU samples are

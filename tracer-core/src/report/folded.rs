@@ -28,14 +28,19 @@ impl Folded {
         self.lines.push((stack.join(";"), count));
     }
 
-    /// Lines sorted by stack, identical stacks merged.
-    pub fn render(&self) -> String {
+    /// Each distinct stack (frames joined by `;`) with its count, sorted.
+    pub fn stacks(&self) -> BTreeMap<&str, u64> {
         let mut merged: BTreeMap<&str, u64> = BTreeMap::new();
         for (stack, count) in &self.lines {
             *merged.entry(stack).or_default() += count;
         }
+        merged
+    }
+
+    /// Lines sorted by stack, identical stacks merged.
+    pub fn render(&self) -> String {
         let mut out = String::new();
-        for (stack, count) in merged {
+        for (stack, count) in self.stacks() {
             out.push_str(stack);
             out.push(' ');
             out.push_str(&count.to_string());

@@ -1,5 +1,6 @@
 //! The files of a session: report.json and the three flame graphs
-//! (request chains, on-CPU, off-CPU), each as folded stacks and SVG.
+//! (request chains, on-CPU, off-CPU), each as folded stacks and SVG, and
+//! the on-CPU and off-CPU stacks as pprof profiles.
 
 use std::{
     io::ErrorKind,
@@ -11,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use tracer_core::report::folded::Folded;
 use tracer_core::units::rfc3339;
 
-use super::{Results, Sink, flame};
+use super::{Results, Sink, flame, pprof};
 
 /// Writes a session's results into a directory.
 pub struct Files {
@@ -110,9 +111,17 @@ impl Sink for Files {
             "us",
         )?;
         let s = &report.sampling;
+        let (start, duration) = window_ns(results);
         if let Some(oncpu) = &results.oncpu {
             let title = format!("on-CPU samples at {} Hz: {run}", s.stacks.freq_hz);
             self.graph(["oncpu.folded", "oncpu.svg"], oncpu, &title, "samples")?;
+            let kind = pprof::Kind::Cpu {
+                hz: s.stacks.freq_hz,
+            };
+            self.write(
+                "profile.pb.gz",
+                &pprof::encode(oncpu, kind, start, duration)?,
+            )?;
         }
         if let Some(offcpu) = &results.offcpu {
             let title = format!(
@@ -120,9 +129,22 @@ impl Sink for Files {
                 s.stacks.min_block_us
             );
             self.graph(["offcpu.folded", "offcpu.svg"], offcpu, &title, "us")?;
+            self.write(
+                "offcpu.pb.gz",
+                &pprof::encode(offcpu, pprof::Kind::OffCpu, start, duration)?,
+            )?;
         }
         Ok(())
     }
+}
+
+/// When the results' window opened (Unix ns) and how long it was.
+pub fn window_ns(results: &Results) -> (i64, i64) {
+    let start = results
+        .started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    (start, (results.report.duration_s * 1e9) as i64)
 }
 
 /// `./tracer-YYYYMMDD-HHMMSS`, or with `-2`, `-3`... when a run in the same

@@ -1,15 +1,21 @@
 //! Where results go. A session cuts a window (the whole run, at the end)
 //! into [`Results`] and hands them to its sinks; today one sink writes the
-//! files of [`files`], with SVGs from [`flame`].
+//! files of [`files`], with SVGs from [`flame`] and pprof profiles from
+//! [`pprof`].
 
 pub mod files;
 pub mod flame;
+pub mod pprof;
+
+use std::time::SystemTime;
 
 use anyhow::Result;
 use tracer_core::report::{Report, folded::Folded};
 
 /// What a window of a session produced, ready to be shown.
 pub struct Results {
+    /// When the window opened.
+    pub started: SystemTime,
     pub report: Report,
     /// The chain flame graph, in microseconds.
     pub chains: Folded,

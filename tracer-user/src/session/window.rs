@@ -175,6 +175,7 @@ impl OpenWindow {
             .off_cpu
             .then(|| folded::by_stack(&w.offcpu(&totals.offcpu_us()), stacks, &comm_of));
         Results {
+            started: self.started,
             report: report::build(&w.aggregates, tracker.listeners(), meta, stacks),
             chains: folded::chains(&w.aggregates, stacks),
             oncpu,
