@@ -260,6 +260,13 @@ impl TracerRun {
         self.child.id()
     }
 
+    /// Stops the tracer as a service manager would (SIGTERM).
+    pub fn terminate(self) -> Result<TracerOutput> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait(Duration::from_mins(1))
+    }
+
     /// Stops the tracer as Ctrl-C would, and reads what it wrote.
     pub fn stop(self) -> Result<TracerOutput> {
         // SAFETY: signalling our own child.
@@ -303,6 +310,34 @@ impl TracerRun {
             out: self.out,
         })
     }
+}
+
+/// `GET url` (plain HTTP, `http://host:port/path`): the status and body.
+pub fn http_get(url: &str, timeout: Duration) -> Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("not an http:// URL: {url}"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream =
+        std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the answer to GET {url}"))?;
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP head in the answer to {url}"))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status in {head:?}"))?;
+    Ok((status, raw[head_end + 4..].to_vec()))
 }
 
 /// A fresh scratch directory under `target/test-runs`.

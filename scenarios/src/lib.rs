@@ -11,6 +11,6 @@ pub mod report;
 pub mod scale;
 
 pub use harness::{
-    Server, TracerRun, free_port, go_binary, go_binary_newest, go_binary_stripped, pypi_tool,
-    tracer_bin, workspace_root,
+    Server, TracerRun, free_port, go_binary, go_binary_newest, go_binary_stripped, http_get,
+    pypi_tool, tracer_bin, workspace_root,
 };

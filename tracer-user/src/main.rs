@@ -1,6 +1,7 @@
 //! `tracer`: where did each request's time go? An eBPF latency tracer for
 //! live HTTP servers, without changing or restarting them.
 
+mod daemon;
 mod golang;
 mod kernel;
 mod output;
@@ -8,7 +9,7 @@ mod session;
 mod symbols;
 mod system;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -50,6 +51,34 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Trace until stopped, serving Prometheus metrics and, on demand,
+    /// pprof profiles, reports and flame graphs over HTTP.
+    Serve {
+        /// Address of the HTTP endpoints; one reachable from other hosts
+        /// needs --allow-remote.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+        /// Serve on a non-loopback --listen (paths and stacks become
+        /// visible to whoever can connect).
+        #[arg(long)]
+        allow_remote: bool,
+        /// Process to trace (repeat for several).
+        #[arg(long = "pid", short = 'p')]
+        pids: Vec<u32>,
+        /// Trace the processes of this executable, now and whenever one
+        /// starts: its file name or full path (repeat for several).
+        #[arg(long = "exe")]
+        exes: Vec<String>,
+        /// Trace the processes listening on this TCP port, now and whenever
+        /// one starts (repeat for several).
+        #[arg(long = "port")]
+        ports: Vec<u16>,
+        /// Do not trace the descendants of the processes found.
+        #[arg(long)]
+        no_children: bool,
+        #[command(flatten)]
+        tracing: Tracing,
+    },
 }
 
 #[derive(Args)]
@@ -63,6 +92,13 @@ struct Common {
     /// Write into --out even if it already holds a report.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    tracing: Tracing,
+}
+
+/// What is traced, and how much it may cost.
+#[derive(Args)]
+struct Tracing {
     /// On-CPU sampling frequency in Hz (0 turns sampling off).
     #[arg(long, default_value_t = 99)]
     freq: u64,
@@ -94,6 +130,17 @@ impl Common {
             })?),
             None => None,
         };
+        Ok(session::Settings {
+            duration,
+            out: self.out,
+            overwrite: self.overwrite,
+            ..self.tracing.settings(children)?
+        })
+    }
+}
+
+impl Tracing {
+    fn settings(self, children: bool) -> anyhow::Result<session::Settings> {
         if !(self.min_block >= 0.0 && self.min_block.is_finite()) {
             anyhow::bail!("--min-block must be a number of milliseconds, 0 or more");
         }
@@ -109,9 +156,9 @@ impl Common {
             anyhow::bail!("--freq above 10000 Hz would slow the traced process down");
         }
         Ok(session::Settings {
-            duration,
-            out: self.out,
-            overwrite: self.overwrite,
+            duration: None,
+            out: None,
+            overwrite: false,
             children,
             freq: self.freq,
             off_cpu: !self.no_off_cpu,
@@ -137,6 +184,20 @@ fn main() -> ExitCode {
         Cmd::Exec { common, command } => common
             .settings(true)
             .and_then(|s| session::run(session::Target::Command(command), &s)),
+        Cmd::Serve {
+            listen,
+            allow_remote,
+            pids,
+            exes,
+            ports,
+            no_children,
+            tracing,
+        } => session::reject_self(&pids)
+            .and_then(|()| tracing.settings(!no_children))
+            .and_then(|s| {
+                let wanted = daemon::Wanted::new(pids, exes, ports);
+                daemon::run(listen, allow_remote, wanted, &s)
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -195,6 +195,17 @@ impl Tracker {
         }
     }
 
+    /// Forgets a process that exited (a daemon outlives many): its name,
+    /// and its place among listeners' processes. Its connections went
+    /// with their closes.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.comms.remove(&pid);
+        self.go.remove(&pid);
+        for l in self.listeners.values_mut() {
+            l.pids.retain(|&p| p != pid);
+        }
+    }
+
     pub fn add_listener(&mut self, pid: u32, port: u16) {
         let l = self.listeners.entry(port).or_default();
         if !l.pids.contains(&pid) {

@@ -67,6 +67,10 @@ impl Sampler {
         }
     }
 
+    pub fn remove_process(&mut self, tgid: u32) {
+        self.layouts.remove(&tgid);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.layouts.is_empty()
     }

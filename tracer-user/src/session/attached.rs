@@ -85,6 +85,31 @@ impl Session {
         )
     }
 
+    /// Traces one more process (and its descendants with `children`),
+    /// found while tracing.
+    pub fn trace_more(&mut self, pid: u32, children: bool) -> Result<()> {
+        let (targets, mut o) = self.targets_and_observers();
+        targets.add(pid, &mut o)?;
+        if children {
+            for child in crate::system::procfs::descendants(pid) {
+                targets.add(child, &mut o)?;
+            }
+        }
+        memory::give_back_freed();
+        Ok(())
+    }
+
+    /// Forgets the processes that exited.
+    pub fn forget_exited(&mut self) {
+        let (targets, mut o) = self.targets_and_observers();
+        targets.forget_exited(&mut o);
+    }
+
+    /// Detaches every program.
+    pub fn detach(self) {
+        self.probes.detach();
+    }
+
     /// Starts tracing the target.
     pub fn start(&mut self, target: Target, pids: &[u32], children: bool) -> Result<()> {
         let (targets, mut o) = self.targets_and_observers();

@@ -12,10 +12,32 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     time::{MissedTickBehavior, interval, sleep},
 };
-use tracer_core::track::Tracker;
+use tracer_core::track::{Finished, Tracker};
 
 use super::{attached::Session, window::OpenWindow};
 use crate::kernel::decode;
+
+/// What the caller of the session's loop adds to it: `record` adds
+/// nothing; the daemon opens and cuts windows on demand, finds new
+/// processes, and feeds its metrics.
+pub trait Driver {
+    /// A request finished (after the open windows took it).
+    fn finished(&mut self, _finished: &Finished) {}
+    /// The periodic look, after the session's own periodic work.
+    fn check(&mut self, _session: &mut Session, _windows: &mut Vec<OpenWindow>) -> Result<()> {
+        Ok(())
+    }
+    /// Whether the loop goes on once every traced process has exited (the
+    /// daemon waits for new ones).
+    fn outlives_processes(&self) -> bool {
+        false
+    }
+}
+
+/// Traces until the end, adding nothing.
+pub struct Plain;
+
+impl Driver for Plain {}
 
 /// How often the ring buffer is drained when no wake-up came.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
@@ -37,8 +59,9 @@ impl Session {
     /// they all exit.
     pub fn follow(
         &mut self,
-        windows: &mut [OpenWindow],
+        windows: &mut Vec<OpenWindow>,
         duration: Option<Duration>,
+        driver: &mut dyn Driver,
     ) -> Result<StopReason> {
         let ring = self
             .probes
@@ -47,14 +70,15 @@ impl Session {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(self.follow_ring(ring, windows, duration))
+        rt.block_on(self.follow_ring(ring, windows, duration, driver))
     }
 
     async fn follow_ring(
         &mut self,
         ring: RingBuf<MapData>,
-        windows: &mut [OpenWindow],
+        windows: &mut Vec<OpenWindow>,
         duration: Option<Duration>,
+        driver: &mut dyn Driver,
     ) -> Result<StopReason> {
         // SAFETY: the ring buffer owns its fd, which outlives the registration
         // (both end with `ring` at the end of this function).
@@ -78,16 +102,18 @@ impl Session {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    drain(guard.get_inner_mut(), &mut self.tracker, windows);
+                    drain(guard.get_inner_mut(), &mut self.tracker, windows, driver);
                     guard.clear_ready();
                 }
-                _ = drain_tick.tick() => drain(ring.get_mut(), &mut self.tracker, windows),
+                _ = drain_tick.tick() => drain(ring.get_mut(), &mut self.tracker, windows, driver),
                 _ = goroutine_tick.tick(), if !self.sampler.is_empty() => {
                     self.sample_goroutines(&mut open);
                 }
                 _ = check_tick.tick() => {
-                    drain(ring.get_mut(), &mut self.tracker, windows);
-                    if self.check()? {
+                    drain(ring.get_mut(), &mut self.tracker, windows, driver);
+                    let all_exited = self.check()?;
+                    driver.check(self, windows)?;
+                    if all_exited && !driver.outlives_processes() {
                         break StopReason::AllExited;
                     }
                 }
@@ -97,27 +123,34 @@ impl Session {
                 () = &mut deadline => break StopReason::Duration,
             }
         };
-        drain(ring.get_mut(), &mut self.tracker, windows);
+        drain(ring.get_mut(), &mut self.tracker, windows, driver);
         Ok(reason)
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker, windows: &mut [OpenWindow]) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    tracker: &mut Tracker,
+    windows: &mut [OpenWindow],
+    driver: &mut dyn Driver,
+) {
     while let Some(item) = ring.next() {
         if let Some(event) = decode::decode(&item) {
             tracker.handle(event);
             // At once, so the tracker never holds more than an event's worth
             // (thousands of connections closing together finish thousands).
-            fan_out(tracker, windows);
+            fan_out(tracker, windows, driver);
         }
     }
 }
 
-/// Hands the requests the tracker finished to every open window.
-pub fn fan_out(tracker: &mut Tracker, windows: &mut [OpenWindow]) {
+/// Hands the requests the tracker finished to every open window, then to
+/// the driver.
+pub fn fan_out(tracker: &mut Tracker, windows: &mut [OpenWindow], driver: &mut dyn Driver) {
     for finished in tracker.take_finished() {
         for w in windows.iter_mut() {
             w.record(&finished);
         }
+        driver.finished(&finished);
     }
 }

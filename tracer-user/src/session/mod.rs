@@ -7,12 +7,13 @@
 //! sinks without stopping anything. The processes traced, and the command
 //! of `tracer exec`, are kept in [`targets`]. [`run`] wires it together for
 //! `record` and `exec`: one window over the whole run, cut at the end into
-//! the output files and the summary.
+//! the output files and the summary. The daemon drives the same loop with
+//! windows of its own ([`Driver`]).
 
 mod attached;
 mod clock;
 mod follow;
-mod overhead;
+pub mod overhead;
 mod settings;
 mod targets;
 mod window;
@@ -22,8 +23,13 @@ use std::time::SystemTime;
 use anyhow::{Result, bail};
 use tracer_core::report::summary;
 
-pub use self::settings::{Settings, Target};
-use self::{attached::Session, follow::StopReason, window::OpenWindow};
+use self::follow::StopReason;
+pub use self::{
+    attached::Session,
+    follow::Driver,
+    settings::{Settings, Target},
+    window::OpenWindow,
+};
 use crate::{
     output::{Results, Sink, files::Files},
     system::preflight,
@@ -83,10 +89,10 @@ fn trace(target: Target, pids: &[u32], settings: &Settings) -> Result<Results> {
 
     let whole = OpenWindow::open(&session, settings)?;
     let mut windows = vec![whole];
-    let stop = session.follow(&mut windows, settings.duration)?;
+    let stop = session.follow(&mut windows, settings.duration, &mut follow::Plain)?;
     let mut end = windows[0].end(&session)?;
     session.tracker.finish_all(clock::monotonic_ns());
-    follow::fan_out(&mut session.tracker, &mut windows);
+    follow::fan_out(&mut session.tracker, &mut windows, &mut follow::Plain);
     let whole = windows.swap_remove(0);
     // Detach before the slower work of symbolizing and writing outputs.
     let Session {

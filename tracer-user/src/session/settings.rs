@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 // The command line's switches, one bool each.
 #[allow(clippy::struct_excessive_bools)]
+#[derive(Clone)]
 pub struct Settings {
     pub duration: Option<Duration>,
     pub out: Option<PathBuf>,

@@ -149,6 +149,23 @@ impl Targets {
         Ok(())
     }
 
+    /// Traces a process found while tracing.
+    pub fn add(&mut self, pid: u32, o: &mut Observers) -> Result<()> {
+        self.trace_process(pid, o)
+    }
+
+    /// Forgets the processes that exited, here and in the observers: a
+    /// daemon follows restarts for months, and every list would grow with
+    /// each one.
+    pub fn forget_exited(&mut self, o: &mut Observers) {
+        for p in self.processes.iter().filter(|p| p.exited) {
+            o.tracker.forget_process(p.pid);
+            o.sampler.remove_process(p.pid);
+            o.stacks.forget(p.pid);
+        }
+        self.processes.retain(|p| !p.exited);
+    }
+
     fn trace_process(&mut self, pid: u32, o: &mut Observers) -> Result<()> {
         if self.processes.iter().any(|t| t.pid == pid) {
             return Ok(());

@@ -47,6 +47,15 @@ impl Stacks {
         self.sym.watch(pid);
     }
 
+    /// Forgets a process that exited: its mappings, wait reasons and the
+    /// names of its stacks. Only while no window holds its stacks.
+    pub fn forget(&mut self, pid: u32) {
+        self.sym.forget(pid);
+        self.wait_reasons.remove(&pid);
+        self.user.retain(|(p, _), _| *p != pid);
+        self.seen.retain(|k| k.tgid != pid);
+    }
+
     /// The names of the wait reasons of Go program `pid`.
     pub fn set_wait_reasons(&mut self, pid: u32, names: Vec<String>) {
         self.wait_reasons.insert(pid, names);

@@ -112,6 +112,21 @@ impl Symbolizer {
         }
     }
 
+    /// Forgets a process that exited, and the tables of files no other
+    /// process maps: a service upgraded in place and restarted gets its
+    /// new binary read, not the old one's table.
+    pub fn forget(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+        let in_use = |path: &PathBuf, procs: &FxHashMap<u32, Process>| {
+            procs
+                .values()
+                .any(|p| p.maps.iter().any(|m| &m.path == path))
+        };
+        let procs = &self.procs;
+        self.go.retain(|path, _| in_use(path, procs));
+        self.symbol_files.retain(|path, _| in_use(path, procs));
+    }
+
     /// Frame names of user addresses of `pid`, in the order given.
     pub fn user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
         if !self.procs.contains_key(&pid) {

@@ -283,6 +283,50 @@ pub fn listeners(pid: u32) -> Vec<u16> {
     ports.into_iter().collect()
 }
 
+/// Every process (not thread) now.
+pub fn all_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The path of `pid`'s executable, without the ` (deleted)` the kernel
+/// adds once the file was replaced (a service upgraded in place).
+pub fn exe_path(pid: u32) -> Option<String> {
+    let link = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let path = link.to_string_lossy();
+    Some(path.strip_suffix(" (deleted)").unwrap_or(&path).to_string())
+}
+
+/// The network namespace of `pid`, as the inode of `/proc/PID/ns/net`.
+pub fn netns(pid: u32) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    link.to_string_lossy()
+        .strip_prefix("net:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Inodes of the TCP sockets listening on any of `ports` in `pid`'s
+/// network namespace.
+pub fn listening_inodes(pid: u32, ports: &[u16]) -> BTreeSet<u64> {
+    tcp_sockets(pid)
+        .values()
+        .filter(|s| s.state == TCP_LISTEN && ports.contains(&s.local.port()))
+        .map(|s| s.inode)
+        .collect()
+}
+
+/// Whether `pid` holds any of `inodes` among its fds.
+pub fn holds_any_socket(pid: u32, inodes: &BTreeSet<u64>) -> bool {
+    socket_fds(pid).keys().any(|i| inodes.contains(i))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

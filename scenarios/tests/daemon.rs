@@ -1,0 +1,312 @@
+//! `tracer serve` against real servers: its metrics count what was sent,
+//! `go tool pprof` reads its profiles, a restarted service keeps its series,
+//! and bad requests are refused with a reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use scenarios::{
+    Server, TracerRun, free_port, go_binary, harness::scratch_dir, http_get, load::hey,
+};
+
+fn basic_server_from(bin: &Path) -> Server {
+    let port = free_port().expect("port");
+    let mut cmd = Command::new(bin);
+    cmd.args(["-addr", &format!("127.0.0.1:{port}")]);
+    Server::start(cmd, port).expect("basic server")
+}
+
+/// `tracer serve` with `args`, on a free port; returns it and its base URL.
+fn serve(name: &str, args: &[&str]) -> (TracerRun, String) {
+    let port = free_port().expect("port");
+    let mut all: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--max-overhead".into(),
+        "0".into(),
+    ];
+    all.extend(args.iter().map(ToString::to_string));
+    let run = TracerRun::start(&all, &scratch_dir(name)).expect("tracer serve");
+    (run, format!("http://127.0.0.1:{port}"))
+}
+
+fn get(url: &str) -> (u16, String) {
+    let (status, body) = http_get(url, Duration::from_mins(1)).expect("GET");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of the first sample line of `metric` with all of `labels`.
+fn sample(metrics: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Polls /metrics until `metric` with `labels` reaches `want` (the
+/// session drains and the gauges follow within a second or so).
+fn wait_for(base: &str, metric: &str, labels: &[&str], want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) = get(&format!("{base}/metrics"));
+        assert_eq!(status, 200, "{text}");
+        if sample(&text, metric, labels).is_some_and(|v| v >= want) || Instant::now() > deadline {
+            return text;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn metrics_count_the_requests_sent() {
+    let server = basic_server_from(&go_binary("basic").expect("build scenarios/basic"));
+    let pid = server.pid().to_string();
+    let (tracer, base) = serve("serve-metrics", &["--pid", &pid]);
+    let load = hey(&server.url("/fast"), 3000, 20).expect("hey");
+    let labels = ["process=\"basic\"", "route=\"GET /fast\""];
+    let text = wait_for(
+        &base,
+        "tracer_request_duration_seconds_count",
+        &labels,
+        load.responses() as f64,
+    );
+    assert_eq!(
+        sample(&text, "tracer_request_duration_seconds_count", &labels),
+        Some(load.responses() as f64),
+        "{text}"
+    );
+    // Each stage has as many observations; the outcome counter agrees.
+    let stage = ["stage=\"handler\"", "route=\"GET /fast\""];
+    assert_eq!(
+        sample(&text, "tracer_stage_duration_seconds_count", &stage),
+        Some(load.responses() as f64),
+        "{text}"
+    );
+    let complete = [
+        "route=\"GET /fast\"",
+        "status=\"200\"",
+        "outcome=\"complete\"",
+    ];
+    assert_eq!(
+        sample(&text, "tracer_requests_total", &complete),
+        Some(load.responses() as f64),
+        "{text}"
+    );
+    let traced = format!("pid=\"{pid}\"");
+    assert_eq!(
+        sample(&text, "tracer_traced_process", &[&traced]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("tracer_cpu_seconds_total{side=\"kernel\"}"),
+        "{text}"
+    );
+    // SIGTERM: clean shutdown, everything detached.
+    let out = tracer.terminate().expect("serve stops");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("everything detached"), "{}", out.stderr);
+}
+
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn go_tool_pprof_reads_the_cpu_profile_of_a_server_without_pprof() {
+    let server = basic_server_from(&go_binary("basic").expect("build scenarios/basic"));
+    let pid = server.pid().to_string();
+    let (tracer, base) = serve("serve-pprof", &["--pid", &pid]);
+    let url = server.url("/cpu/5");
+    let load = thread::spawn(move || hey(&url, 600, 4));
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(format!("{base}/debug/pprof/profile?seconds=3"))
+        .output()
+        .expect("go tool pprof");
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{top}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The CPU-bound handler's function, by name, near the top.
+    assert!(top.contains("main.burnCPU"), "{top}");
+    let _ = load.join();
+    // Off-CPU time as pprof too, and the report of a window.
+    let (status, _) = get(&format!("{base}/debug/pprof/offcpu?seconds=1"));
+    assert_eq!(status, 200);
+    let (status, report) = get(&format!("{base}/debug/tracer/report?seconds=1"));
+    assert_eq!(status, 200);
+    assert!(report.contains("\"routes\""), "{report}");
+    let (status, svg) = get(&format!("{base}/debug/tracer/flame?seconds=1&kind=oncpu"));
+    assert_eq!(status, 200);
+    assert!(svg.contains("<svg"), "{svg}");
+    tracer.terminate().expect("serve stops");
+}
+
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn a_restarted_service_keeps_its_series() {
+    // A copy of its own, so no other test's server matches --exe.
+    let dir = scratch_dir("serve-restart");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let name = format!("restart-{}", std::process::id());
+    let bin: PathBuf = dir.join(&name);
+    std::fs::copy(go_binary("basic").expect("build scenarios/basic"), &bin).expect("copy");
+    let (tracer, base) = serve("serve-restart-run", &["--exe", &name]);
+    let labels = [
+        "route=\"GET /fast\"".to_string(),
+        format!("process=\"{}\"", &name[..name.len().min(15)]),
+    ];
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let metric = "tracer_request_duration_seconds_count";
+
+    let first = basic_server_from(&bin);
+    // Found within a look or two.
+    thread::sleep(Duration::from_secs(3));
+    let n1 = hey(&first.url("/fast"), 500, 5).expect("hey").responses();
+    wait_for(&base, metric, &labels, n1 as f64);
+    drop(first);
+
+    let second = basic_server_from(&bin);
+    thread::sleep(Duration::from_secs(3));
+    let n2 = hey(&second.url("/fast"), 700, 5).expect("hey").responses();
+    let text = wait_for(&base, metric, &labels, (n1 + n2) as f64);
+    assert_eq!(
+        sample(&text, metric, &labels),
+        Some((n1 + n2) as f64),
+        "{text}"
+    );
+    let out = tracer.terminate().expect("serve stops");
+    assert!(
+        out.stderr.contains(&format!("({})", second.pid())),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn bad_requests_are_refused_with_a_reason_and_a_missing_executable_is_waited_for() {
+    let (tracer, base) = serve("serve-bad", &["--exe", "no-such-server-anywhere"]);
+    for (path, says) in [
+        ("/debug/pprof/profile?seconds=abc", "seconds must be"),
+        ("/debug/pprof/profile?seconds=0", "seconds must be"),
+        ("/debug/tracer/flame?seconds=1&kind=heap", "kind must be"),
+        ("/debug/tracer/flame?seconds=1&format=png", "format must be"),
+    ] {
+        let (status, body) = get(&format!("{base}{path}"));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body.contains(says) && body.lines().count() == 1,
+            "{path}: {body}"
+        );
+    }
+    let (status, _) = get(&format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    let out = tracer.terminate().expect("serve stops");
+    assert!(out.stderr.contains("waiting for it"), "{}", out.stderr);
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn serve_refuses_a_remote_address_unless_allowed() {
+    let out = Command::new(scenarios::tracer_bin())
+        .args(["serve", "--listen", "0.0.0.0:9", "--exe", "x"])
+        .output()
+        .expect("tracer");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--allow-remote") && err.lines().count() == 1,
+        "{err}"
+    );
+    let out = Command::new(scenarios::tracer_bin())
+        .args(["serve"])
+        .output()
+        .expect("tracer");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pid, --exe or --port"), "{err}");
+}
+
+/// The capabilities `deploy/tracer.service` grants, read from it.
+fn deployed_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(scenarios::workspace_root().join("deploy/tracer.service"))
+        .expect("deploy/tracer.service");
+    unit.lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect()
+}
+
+/// Root, but with only the capabilities the deployment files grant (the
+/// bounding set, as systemd and Kubernetes apply it): the daemon traces,
+/// counts and profiles.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn serve_works_with_only_the_capabilities_the_deployment_grants() {
+    let server = basic_server_from(&go_binary("basic").expect("build scenarios/basic"));
+    let port = free_port().expect("port");
+    let caps: Vec<String> = deployed_capabilities()
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect();
+    let args: Vec<String> = [
+        format!("--bounding-set=-all,{}", caps.join(",")),
+        "--".into(),
+        scenarios::tracer_bin().display().to_string(),
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--max-overhead".into(),
+        "0".into(),
+        "--pid".into(),
+        server.pid().to_string(),
+    ]
+    .into();
+    let mut child = Command::new("setpriv")
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&format!("{base}/metrics"), Duration::from_secs(5)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        assert!(child.try_wait().expect("wait").is_none(), "serve exited");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let load = hey(&server.url("/fast"), 500, 5).expect("hey");
+    let labels = ["route=\"GET /fast\""];
+    let text = wait_for(
+        &base,
+        "tracer_request_duration_seconds_count",
+        &labels,
+        load.responses() as f64,
+    );
+    assert_eq!(
+        sample(&text, "tracer_request_duration_seconds_count", &labels),
+        Some(load.responses() as f64),
+        "{text}"
+    );
+    // The tracer's own kernel cost is measured without CAP_SYS_ADMIN.
+    assert!(
+        sample(&text, "tracer_cpu_seconds_total", &["side=\"kernel\""]).is_some_and(|s| s > 0.0),
+        "{text}"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("serve ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
