@@ -310,3 +310,75 @@ fn serve_works_with_only_the_capabilities_the_deployment_grants() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Rounds of churn: each starts the service anew (a new pid, the same
+/// executable), sends requests on fresh connections, to routes never seen
+/// (beyond the cap), and asks for a window. The daemon's memory after the
+/// last round is that after the third, and every request is counted.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn memory_stays_flat_under_route_connection_and_pid_churn() {
+    const ROUNDS: usize = 10;
+    let dir = scratch_dir("serve-soak");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let name = format!("soak-{}", std::process::id());
+    let bin = dir.join(&name);
+    std::fs::copy(go_binary("basic").expect("build scenarios/basic"), &bin).expect("copy");
+    let (tracer, base) = serve("serve-soak-run", &["--exe", &name]);
+    let mut sent = 0;
+    let mut rss = Vec::new();
+    for round in 0..ROUNDS {
+        let server = basic_server_from(&bin);
+        thread::sleep(Duration::from_millis(2500));
+        sent += scenarios::load::hey_without_keepalive(&server.url("/fast"), 1500, 10)
+            .expect("hey")
+            .responses();
+        for i in 0..150 {
+            let url = server.url(&format!("/sleep/r{round}-{i}"));
+            assert_eq!(http_get(&url, Duration::from_secs(5)).expect("GET").0, 400);
+        }
+        let (status, _) = get(&format!("{base}/debug/tracer/report?seconds=1"));
+        assert_eq!(status, 200);
+        drop(server);
+        thread::sleep(Duration::from_millis(500));
+        rss.push(rss_kb(tracer.pid()));
+    }
+    let labels = ["route=\"GET /fast\""];
+    let text = wait_for(
+        &base,
+        "tracer_request_duration_seconds_count",
+        &labels,
+        sent as f64,
+    );
+    assert_eq!(
+        sample(&text, "tracer_request_duration_seconds_count", &labels),
+        Some(sent as f64),
+        "{text}"
+    );
+    // Routes beyond the cap fold into one series.
+    assert!(text.contains("route=\"GET (other)\""), "{text}");
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("tracer_request_duration_seconds_count"))
+        .count();
+    assert!(series <= 258, "{series} route series");
+    let (warm, last) = (rss[2], rss[ROUNDS - 1]);
+    eprintln!("daemon RSS by round (kB): {rss:?}");
+    assert!(
+        last <= warm + warm / 20,
+        "the daemon grew from {warm} kB to {last} kB over {} rounds: {rss:?}",
+        ROUNDS - 3
+    );
+    tracer.terminate().expect("serve stops");
+}

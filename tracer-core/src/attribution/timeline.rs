@@ -67,10 +67,14 @@ impl Timeline {
         trim(&mut log.go_waits, w.end, |w| w.end);
     }
 
-    /// Forgets threads with nothing newer than the horizon before `now`, and
-    /// gives back the room of emptied logs.
-    pub fn sweep(&mut self, now: u64) {
-        let recent = |ts: Option<u64>| ts.is_some_and(|t| now.saturating_sub(t) < HORIZON_NS);
+    /// Forgets threads with nothing since `needed_from` (no request in
+    /// progress began before it) or within the horizon before `now`, and
+    /// gives back the room of emptied logs. Dead goroutines (one per
+    /// connection, under connection churn) go as soon as no request can
+    /// need them.
+    pub fn sweep(&mut self, now: u64, needed_from: u64) {
+        let from = needed_from.max(now.saturating_sub(HORIZON_NS));
+        let recent = |ts: Option<u64>| ts.is_some_and(|t| t >= from);
         self.threads.retain(|_, log| {
             recent(log.off.back().map(|o| o.end))
                 || recent(log.samples.back().map(|s| s.ts))
@@ -188,13 +192,25 @@ mod tests {
         let mut t = Timeline::default();
         t.push_sample(Worker::Thread(1), sample(10));
         t.push_sample(Worker::Thread(2), sample(HORIZON_NS + 100));
-        t.sweep(HORIZON_NS + 200);
+        t.sweep(HORIZON_NS + 200, 0);
         assert!(
             t.within(&[Worker::Thread(1)], 0, u64::MAX)
                 .samples
                 .is_empty()
         );
         assert_eq!(t.within(&[Worker::Thread(2)], 0, u64::MAX).samples.len(), 1);
+    }
+
+    #[test]
+    fn threads_no_request_in_progress_can_need_are_forgotten() {
+        let mut t = Timeline::default();
+        t.push_sample(Worker::Goroutine(1), sample(10));
+        t.push_sample(Worker::Goroutine(2), sample(50));
+        // The oldest request in progress began at 40: the first goroutine
+        // did nothing since.
+        t.sweep(100, 40);
+        assert!(t.within(&[Worker::Goroutine(1)], 0, 100).samples.is_empty());
+        assert_eq!(t.within(&[Worker::Goroutine(2)], 0, 100).samples.len(), 1);
     }
 
     #[test]

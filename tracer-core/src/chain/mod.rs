@@ -354,6 +354,16 @@ impl Connection {
         }
     }
 
+    /// When the request in progress began to be waited for, if one is.
+    pub fn in_progress_since(&self) -> Option<u64> {
+        let p = self.pending.as_ref()?;
+        Some(if p.ready_ns != 0 {
+            p.ready_ns.min(p.first_read_exit)
+        } else {
+            p.first_read_exit
+        })
+    }
+
     pub fn standing(&self) -> Standing {
         match (self.phase, &self.pending) {
             (Phase::Writing, _) => Standing::Responded,

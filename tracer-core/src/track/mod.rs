@@ -111,6 +111,9 @@ pub struct Finished {
     pub attribution: Attribution,
 }
 
+/// How far before the oldest request in progress the timeline is kept.
+const SWEEP_MARGIN_NS: u64 = 1_000_000_000;
+
 pub struct Tracker {
     /// Inbound connections, by socket.
     conns: FxHashMap<u64, Conn>,
@@ -201,6 +204,8 @@ impl Tracker {
     pub fn forget_process(&mut self, pid: u32) {
         self.comms.remove(&pid);
         self.go.remove(&pid);
+        self.fds.retain(|(p, _), _| *p != pid);
+        self.accepts.retain(|(p, _), _| *p != pid);
         for l in self.listeners.values_mut() {
             l.pids.retain(|&p| p != pid);
         }
@@ -615,9 +620,18 @@ impl Tracker {
         self.timeline.push_go_wait(Worker::Goroutine(g), wait);
     }
 
-    /// Forgets what no request can still need (threads idle for minutes).
+    /// Forgets what no request can still need: what threads and
+    /// goroutines did before every request in progress began (less a
+    /// second, for records still on their way), or minutes ago.
     pub fn sweep(&mut self, now: u64) {
-        self.timeline.sweep(now);
+        let oldest = self
+            .conns
+            .values()
+            .filter_map(|c| c.chain.in_progress_since())
+            .min()
+            .unwrap_or(now);
+        self.timeline
+            .sweep(now, oldest.min(now).saturating_sub(SWEEP_MARGIN_NS));
     }
 
     /// Tracing stopped at `ts`: settle every connection's request in progress.

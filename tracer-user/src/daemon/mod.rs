@@ -22,13 +22,16 @@ pub use self::discover::Wanted;
 use self::{http::Ask, metrics::Metrics};
 use crate::{
     session::{Driver, OpenWindow, Session, Settings, overhead::CpuClocks},
-    system::{preflight, procfs},
+    system::{memory, preflight, procfs},
 };
 
 /// Windows open at once, at most: each aggregates every request.
 const MAX_WINDOWS: usize = 8;
 /// How often the gauges are brought up to date.
 const GAUGES_EVERY: Duration = Duration::from_secs(1);
+/// How often the stack tables are emptied (when no window is open): they
+/// are fixed in size, and a daemon meets new stacks for months.
+const STACKS_RESET_EVERY: Duration = Duration::from_mins(10);
 
 pub fn run(
     listen: SocketAddr,
@@ -74,6 +77,7 @@ pub fn run(
         pending: Vec::new(),
         start: CpuClocks::read(&session),
         gauges_at: None,
+        stacks_reset_at: Instant::now(),
     };
     daemon.find_processes(&mut session);
     eprintln!(
@@ -116,6 +120,7 @@ struct Daemon {
     /// The clocks when tracing started, for the tracer's own CPU.
     start: CpuClocks,
     gauges_at: Option<Instant>,
+    stacks_reset_at: Instant,
 }
 
 impl Daemon {
@@ -173,6 +178,8 @@ impl Daemon {
             );
             // A client that went away does not want it.
             let _ = pending.reply.send(Box::new(results));
+            // The window's tables are freed with it.
+            memory::give_back_freed();
         }
         Ok(())
     }
@@ -217,9 +224,13 @@ impl Driver for Daemon {
     fn check(&mut self, session: &mut Session, windows: &mut Vec<OpenWindow>) -> Result<()> {
         self.find_processes(session);
         if windows.is_empty() {
-            // Reports name the processes of their window: forgotten only
-            // when no window is open.
+            // Reports name the processes and stacks of their window:
+            // forgotten only when no window is open.
             session.forget_exited();
+            if self.stacks_reset_at.elapsed() >= STACKS_RESET_EVERY {
+                session.reset_stacks();
+                self.stacks_reset_at = Instant::now();
+            }
         }
         self.open_windows(session, windows)?;
         self.cut_due(session, windows)?;

@@ -85,6 +85,16 @@ impl Totals {
         sum_per_cpu(&self.offcpu_us)
     }
 
+    /// Empties the on-CPU and off-CPU tables (a daemon's, between windows).
+    pub fn clear_stacks(&mut self) {
+        for map in [&mut self.oncpu, &mut self.offcpu_us] {
+            let keys: Vec<StackKey> = map.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                let _ = map.remove(&key);
+            }
+        }
+    }
+
     /// Overflows and SYN-ACK retransmits per port, summed over CPUs.
     pub fn listen_counters(&self) -> Vec<(u16, ListenCounters)> {
         self.listen_counters

@@ -102,7 +102,17 @@ impl Session {
     /// Forgets the processes that exited.
     pub fn forget_exited(&mut self) {
         let (targets, mut o) = self.targets_and_observers();
-        targets.forget_exited(&mut o);
+        if targets.forget_exited(&mut o) {
+            memory::give_back_freed();
+        }
+    }
+
+    /// Empties the stack tables, in the kernel and here: only while no
+    /// window is open (windows count from the tables' values at opening).
+    pub fn reset_stacks(&mut self) {
+        self.totals.clear_stacks();
+        self.stacks.reset();
+        memory::give_back_freed();
     }
 
     /// Detaches every program.

@@ -157,13 +157,16 @@ impl Targets {
     /// Forgets the processes that exited, here and in the observers: a
     /// daemon follows restarts for months, and every list would grow with
     /// each one.
-    pub fn forget_exited(&mut self, o: &mut Observers) {
+    /// Returns whether any was.
+    pub fn forget_exited(&mut self, o: &mut Observers) -> bool {
+        let before = self.processes.len();
         for p in self.processes.iter().filter(|p| p.exited) {
             o.tracker.forget_process(p.pid);
             o.sampler.remove_process(p.pid);
             o.stacks.forget(p.pid);
         }
         self.processes.retain(|p| !p.exited);
+        self.processes.len() < before
     }
 
     fn trace_process(&mut self, pid: u32, o: &mut Observers) -> Result<()> {

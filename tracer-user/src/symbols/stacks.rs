@@ -17,8 +17,9 @@ pub struct Stacks {
     sym: Symbolizer,
     /// Goroutine stacks the sampler read, named at once (root first), and
     /// their addresses (leaf first), by id.
-    goroutines: Vec<(Rc<[Frame]>, Vec<u64>)>,
+    goroutines: FxHashMap<u32, (Rc<[Frame]>, Vec<u64>)>,
     goroutine_ids: FxHashMap<(u32, Vec<u64>), u32>,
+    next_goroutine_id: u32,
     /// Wait reasons' names per Go program.
     wait_reasons: FxHashMap<u32, Vec<String>>,
     user: FxHashMap<(u32, i32), Rc<[Frame]>>,
@@ -32,8 +33,9 @@ impl Stacks {
         Stacks {
             map,
             sym: Symbolizer::new(),
-            goroutines: Vec::new(),
+            goroutines: FxHashMap::default(),
             goroutine_ids: FxHashMap::default(),
+            next_goroutine_id: 0,
             wait_reasons: FxHashMap::default(),
             user: FxHashMap::default(),
             kernel: FxHashMap::default(),
@@ -54,6 +56,27 @@ impl Stacks {
         self.wait_reasons.remove(&pid);
         self.user.retain(|(p, _), _| *p != pid);
         self.seen.retain(|k| k.tgid != pid);
+        let goroutines = &mut self.goroutines;
+        self.goroutine_ids.retain(|(p, _), id| {
+            if *p == pid {
+                goroutines.remove(id);
+            }
+            *p != pid
+        });
+    }
+
+    /// Empties the kernel's stack table and the names kept by stack id:
+    /// a daemon meets new stacks for months, and the table is fixed in
+    /// size. Only while no window holds stack ids.
+    pub fn reset(&mut self) {
+        let ids: Vec<u32> = self.map.stack_ids().filter_map(Result::ok).collect();
+        for id in ids {
+            let _ = self.map.remove(&id);
+        }
+        self.user.clear();
+        self.kernel.clear();
+        self.seen.clear();
+        self.pending.clear();
     }
 
     /// The names of the wait reasons of Go program `pid`.
@@ -69,8 +92,9 @@ impl Stacks {
         }
         let mut frames = self.sym.user(pid, pcs);
         frames.reverse();
-        let id = self.goroutines.len() as u32;
-        self.goroutines.push((frames.into(), pcs.to_vec()));
+        let id = self.next_goroutine_id;
+        self.next_goroutine_id = self.next_goroutine_id.wrapping_add(1);
+        self.goroutines.insert(id, (frames.into(), pcs.to_vec()));
         self.goroutine_ids.insert((pid, pcs.to_vec()), id);
         id
     }
@@ -162,13 +186,13 @@ impl StackNames for Stacks {
 
     fn goroutine_frames(&mut self, _tgid: u32, stack: u32) -> Vec<Frame> {
         self.goroutines
-            .get(stack as usize)
+            .get(&stack)
             .map(|(f, _)| f.to_vec())
             .unwrap_or_default()
     }
 
     fn goroutine_call_site(&mut self, tgid: u32, stack: u32, frame: usize) -> Option<String> {
-        let (_, pcs) = self.goroutines.get(stack as usize)?;
+        let (_, pcs) = self.goroutines.get(&stack)?;
         // Root-first index to leaf-first; all but the leaf are return addresses.
         let i = pcs.len().checked_sub(1)?.checked_sub(frame)?;
         let addr = pcs[i];
