@@ -70,6 +70,11 @@ fn metrics_count_the_requests_sent() {
     let server = basic_server_from(&go_binary("basic").expect("build scenarios/basic"));
     let pid = server.pid().to_string();
     let (tracer, base) = serve("serve-metrics", &["--pid", &pid]);
+    // A stalled client of the endpoints: half a request, never finished.
+    let mut stalled =
+        std::net::TcpStream::connect(base.trim_start_matches("http://")).expect("connect");
+    std::io::Write::write_all(&mut stalled, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
     let load = hey(&server.url("/fast"), 3000, 20).expect("hey");
     let labels = ["process=\"basic\"", "route=\"GET /fast\""];
     let text = wait_for(
@@ -110,6 +115,7 @@ fn metrics_count_the_requests_sent() {
         text.contains("tracer_cpu_seconds_total{side=\"kernel\"}"),
         "{text}"
     );
+    drop(stalled);
     // SIGTERM: clean shutdown, everything detached.
     let out = tracer.terminate().expect("serve stops");
     assert!(out.status.success(), "{}", out.stderr);
@@ -138,6 +144,16 @@ fn go_tool_pprof_reads_the_cpu_profile_of_a_server_without_pprof() {
     // The CPU-bound handler's function, by name, near the top.
     assert!(top.contains("main.burnCPU"), "{top}");
     let _ = load.join();
+    // Several clients at once, each with a window of its own.
+    let asks: Vec<_> = (0..3)
+        .map(|_| {
+            let url = format!("{base}/debug/tracer/report?seconds=1");
+            thread::spawn(move || get(&url).0)
+        })
+        .collect();
+    for ask in asks {
+        assert_eq!(ask.join().expect("client"), 200);
+    }
     // Off-CPU time as pprof too, and the report of a window.
     let (status, _) = get(&format!("{base}/debug/pprof/offcpu?seconds=1"));
     assert_eq!(status, 200);

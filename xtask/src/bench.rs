@@ -21,7 +21,7 @@ use scenarios::{
 };
 use serde_json::{Value, json};
 
-use crate::cpu_account;
+use crate::{cpu_account, soak};
 
 /// wrk: 2 threads and 50 keep-alive connections saturate the 2 cores.
 pub const WRK_THREADS: u32 = 2;
@@ -84,15 +84,16 @@ pub struct Plan {
     /// The scale run: connections held open, and opened and closed.
     pub held: u64,
     pub churn: u64,
+    /// Whether the scale run is made (else its old section is kept).
+    pub scale: bool,
+    /// Minutes of the daemon soak run (0: its old section is kept).
+    pub soak_minutes: u32,
 }
 
-pub fn run(plan: Plan) -> Result<()> {
+pub fn run(plan: &Plan) -> Result<()> {
     let Plan {
-        rounds,
-        seconds,
-        held,
-        churn,
-    } = plan;
+        rounds, seconds, ..
+    } = *plan;
     let bin = go_binary("basic")?;
     let port = free_port()?;
     let mut cmd = Command::new(bin);
@@ -112,32 +113,35 @@ pub fn run(plan: Plan) -> Result<()> {
         seconds,
         &out_dir,
     )?;
-    let costs = if rounds > 0 {
-        Some(event_costs(server.pid(), &url, seconds, &out_dir)?)
+    let extra = if rounds > 0 {
+        vec![
+            (
+                "per_event_cost",
+                event_costs(server.pid(), &url, seconds, &out_dir)?,
+            ),
+            (
+                "cpu_account",
+                cpu_account::run(
+                    server.pid(),
+                    "basic",
+                    &url,
+                    seconds,
+                    rounds.min(3),
+                    &out_dir,
+                )?,
+            ),
+            (
+                "goroutine_sampler",
+                goroutine_cost(&server, rounds, seconds, &out_dir)?,
+            ),
+        ]
     } else {
-        None
-    };
-    let account = if rounds > 0 {
-        Some(cpu_account::run(
-            server.pid(),
-            "basic",
-            &url,
-            seconds,
-            rounds.min(3),
-            &out_dir,
-        )?)
-    } else {
-        None
-    };
-    let goroutines = if rounds > 0 {
-        Some(goroutine_cost(&server, rounds, seconds, &out_dir)?)
-    } else {
-        None
+        Vec::new()
     };
     drop(server);
     let dir = workspace_root().join("bench");
     fs::create_dir_all(&dir)?;
-    let (mut json, mut md) = if rounds > 0 {
+    let (mut json, mut md, kept) = if rounds > 0 {
         let (mut json, mut md) = summarize(&results, "/fast", rounds, seconds);
         let (j, m) = summarize(&json_results, "/json", rounds, seconds);
         let _ = write!(
@@ -145,34 +149,15 @@ pub fn run(plan: Plan) -> Result<()> {
             "\n### A handler doing real work\n\n`/json` encodes a 2 KB catalogue with `encoding/json`: about 130 µs of server CPU a request, as most handlers spend, against `/fast`'s 70.\n\n{m}"
         );
         json["json_route"] = j;
-        (json, md)
+        (json, md, Kept::default())
     } else {
-        let old = fs::read_to_string(dir.join("results.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok());
-        let old_md = fs::read_to_string(dir.join("results.md")).unwrap_or_default();
-        let old_md = old_md
-            .split("\n### Scale")
-            .next()
-            .unwrap_or("")
-            .trim_end()
-            .to_string()
-            + "\n";
-        (old.unwrap_or_else(|| json!({})), old_md)
+        earlier(&dir)
     };
-    if let Some((costs_md, costs_json)) = costs {
-        md.push_str(&costs_md);
-        json["per_event_cost"] = costs_json;
+    for (key, (section_md, section_json)) in extra {
+        md.push_str(&section_md);
+        json[key] = section_json;
     }
-    if let Some((a_md, a_json)) = account {
-        md.push_str(&a_md);
-        json["cpu_account"] = a_json;
-    }
-    if let Some((g_md, g_json)) = goroutines {
-        md.push_str(&g_md);
-        json["goroutine_sampler"] = g_json;
-    }
-    scale_section(held, churn, &out_dir, &mut md, &mut json)?;
+    later_sections(plan, &kept, &out_dir, &mut md, &mut json)?;
     fs::write(
         dir.join("results.json"),
         serde_json::to_string_pretty(&json)?,
@@ -181,6 +166,64 @@ pub fn run(plan: Plan) -> Result<()> {
     println!("{md}");
     println!("written: bench/results.json, bench/results.md");
     Ok(())
+}
+
+/// The results of the last full run, up to its scale section, and the
+/// sections after, for a run that makes only some.
+fn earlier(dir: &Path) -> (Value, String, Kept) {
+    let json = fs::read_to_string(dir.join("results.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| json!({}));
+    let md = fs::read_to_string(dir.join("results.md")).unwrap_or_default();
+    let kept = Kept {
+        scale: section(&md, SCALE, SOAK),
+        soak: section(&md, SOAK, "\n### none"),
+    };
+    let prefix = md.split(SCALE).next().unwrap_or("").trim_end().to_string() + "\n";
+    (json, prefix, kept)
+}
+
+/// Sections of an earlier run, kept when this one does not make them.
+#[derive(Default)]
+struct Kept {
+    scale: String,
+    soak: String,
+}
+
+/// The scale run and the daemon soak, each made afresh or kept.
+fn later_sections(
+    plan: &Plan,
+    old: &Kept,
+    out_dir: &Path,
+    md: &mut String,
+    json: &mut Value,
+) -> Result<()> {
+    if plan.scale {
+        scale_section(plan.held, plan.churn, out_dir, md, json)?;
+    } else {
+        md.push_str(&old.scale);
+    }
+    if plan.soak_minutes > 0 {
+        let minutes = plan.soak_minutes;
+        eprintln!("bench: daemon soak, {minutes} minutes");
+        let (soak_md, soak_json) = soak::run(minutes, out_dir)?;
+        md.push_str(&soak_md);
+        json["daemon_soak"] = soak_json;
+    } else {
+        md.push_str(&old.soak);
+    }
+    Ok(())
+}
+
+const SCALE: &str = "\n### Scale";
+const SOAK: &str = "\n### Daemon soak";
+
+/// The part of `md` from the heading `from` up to `to` (or its end).
+fn section(md: &str, from: &str, to: &str) -> String {
+    md.split_once(from)
+        .map(|(_, rest)| format!("{from}{}", rest.split(to).next().unwrap_or("")))
+        .unwrap_or_default()
 }
 
 /// The scale run: connections held and churned, counts and the tracer's memory.

@@ -7,6 +7,7 @@ mod go_layouts;
 mod layout;
 mod setup;
 mod sh;
+mod soak;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,12 @@ enum Task {
         /// Only the scale run.
         #[arg(long)]
         scale_only: bool,
+        /// Minutes of the daemon soak run.
+        #[arg(long, default_value_t = 10)]
+        soak_minutes: u32,
+        /// Only the daemon soak run.
+        #[arg(long)]
+        soak_only: bool,
     },
 }
 
@@ -86,16 +93,20 @@ fn main() -> Result<()> {
             held,
             churn,
             scale_only,
+            soak_minutes,
+            soak_only,
         } => {
             build()?;
             if !sh::is_root() {
                 anyhow::bail!("the bench loads eBPF programs: run cargo xtask bench as root");
             }
-            bench::run(bench::Plan {
-                rounds: if scale_only { 0 } else { rounds },
+            bench::run(&bench::Plan {
+                rounds: if scale_only || soak_only { 0 } else { rounds },
                 seconds,
                 held,
                 churn,
+                scale: !soak_only,
+                soak_minutes: if scale_only { 0 } else { soak_minutes },
             })
         }
     }

@@ -199,8 +199,8 @@ impl Tracker {
     }
 
     /// Forgets a process that exited (a daemon outlives many): its name,
-    /// and its place among listeners' processes. Its connections went
-    /// with their closes.
+    /// its fds, and its place among listeners' processes. Its connections
+    /// went with their closes.
     pub fn forget_process(&mut self, pid: u32) {
         self.comms.remove(&pid);
         self.go.remove(&pid);
@@ -209,6 +209,9 @@ impl Tracker {
         for l in self.listeners.values_mut() {
             l.pids.retain(|&p| p != pid);
         }
+        // A port no traced process listens on any more (a service
+        // restarted elsewhere) is forgotten with its figures.
+        self.listeners.retain(|_, l| !l.pids.is_empty());
     }
 
     pub fn add_listener(&mut self, pid: u32, port: u16) {

@@ -96,6 +96,8 @@ pub struct Metrics {
     /// The cumulative figures last copied into counters, which only take
     /// increments.
     last: FxHashMap<String, f64>,
+    /// Ports with listener series.
+    ports: FxHashSet<u16>,
 }
 
 impl Metrics {
@@ -171,6 +173,27 @@ impl Metrics {
             events,
             routes: RouteCap::default(),
             last: FxHashMap::default(),
+            ports: FxHashSet::default(),
+        }
+    }
+
+    /// Drops the series of listeners no traced process has any more.
+    pub fn keep_listeners(&mut self, ports: &[u16]) {
+        let gone: Vec<u16> = self
+            .ports
+            .iter()
+            .copied()
+            .filter(|p| !ports.contains(p))
+            .collect();
+        for port in gone {
+            let labels = PortLabels {
+                port: port.to_string(),
+            };
+            self.queue_depth.remove(&labels);
+            self.queue_limit.remove(&labels);
+            self.overflows.remove(&labels);
+            self.last.remove(&format!("overflows {port}"));
+            self.ports.remove(&port);
         }
     }
 
@@ -246,6 +269,12 @@ impl Metrics {
 
     /// A listener's deepest queue, its limit, and its overflows so far.
     pub fn set_listener(&mut self, port: u16, depth: u32, limit: u32, overflows: u64) {
+        if self.ports.insert(port) {
+            // A series begins when its listener is first seen: the kernel's
+            // count for the port may hold an earlier listener's.
+            self.last
+                .insert(format!("overflows {port}"), overflows as f64);
+        }
         let labels = PortLabels {
             port: port.to_string(),
         };

@@ -200,6 +200,8 @@ impl Daemon {
         let cpu = CpuClocks::read(session).since(&self.start);
         self.metrics.set_counters(&session.probes.counters()?, &cpu);
         let overflows = session.totals.listen_counters();
+        let ports: Vec<u16> = session.tracker.listeners().keys().copied().collect();
+        self.metrics.keep_listeners(&ports);
         for (port, l) in session.tracker.listeners() {
             let overflowed = overflows
                 .iter()
