@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod attribution;
 pub mod budget;
 pub mod chain;
+pub mod check;
 pub mod counters;
 pub mod event;
 pub mod process;

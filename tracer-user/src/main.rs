@@ -12,6 +12,7 @@ mod system;
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use tracer_core::check::Budget;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,14 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Judge a saved report (report.json, or the folder holding it) against
+    /// latency budgets: exit 0 if all hold, 3 if one is broken.
+    Check {
+        /// report.json, or an output folder.
+        report: PathBuf,
+        #[command(flatten)]
+        verdicts: Verdicts,
+    },
     /// Trace until stopped, serving Prometheus metrics and, on demand,
     /// pprof profiles, reports and flame graphs over HTTP.
     Serve {
@@ -81,6 +90,20 @@ enum Cmd {
     },
 }
 
+/// Latency budgets, and where their verdicts go.
+#[derive(Args)]
+struct Verdicts {
+    /// A latency budget, judged at the end (repeat for several): `p99 <
+    /// 50ms`, `GET /api p99 < 50ms`, `accept_queue p99 < 5ms`, `GET /api
+    /// handler p50 < 20ms`, `dropped_events == 0`, `overflows == 0`. A broken
+    /// one makes the exit status 3.
+    #[arg(long = "budget", value_name = "EXPR")]
+    budgets: Vec<String>,
+    /// Also write the verdicts as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct Common {
     /// Stop after this many seconds (default: until Ctrl-C or the processes exit).
@@ -92,6 +115,8 @@ struct Common {
     /// Write into --out even if it already holds a report.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    verdicts: Verdicts,
     #[command(flatten)]
     tracing: Tracing,
 }
@@ -120,7 +145,7 @@ struct Tracing {
 }
 
 impl Common {
-    fn settings(self, children: bool) -> anyhow::Result<session::Settings> {
+    fn settings(self, children: bool, budgets: Vec<Budget>) -> anyhow::Result<session::Settings> {
         let duration = match self.duration {
             Some(d) if !(d > 0.0 && d.is_finite()) => {
                 anyhow::bail!("--duration must be a positive number of seconds")
@@ -134,6 +159,8 @@ impl Common {
             duration,
             out: self.out,
             overwrite: self.overwrite,
+            budgets,
+            junit: self.verdicts.junit,
             ..self.tracing.settings(children)?
         })
     }
@@ -165,24 +192,77 @@ impl Tracing {
             goroutines: !self.no_goroutines,
             min_block,
             max_overhead_pct: self.max_overhead,
+            budgets: Vec::new(),
+            junit: None,
         })
     }
 }
 
+/// The exit status when a budget is broken (0: all hold, 1: an error, 2:
+/// a usage error).
+const BUDGET_BROKEN: u8 = 3;
+const USAGE_ERROR: u8 = 2;
+
+impl Verdicts {
+    /// The budgets, parsed; a malformed one is a usage error of one line.
+    fn parse(&self) -> Result<Vec<Budget>, tracer_core::check::BudgetError> {
+        self.budgets.iter().map(|b| b.parse()).collect()
+    }
+}
+
+/// `tracer check`: the budgets judged on a saved report.
+fn check(
+    report: &std::path::Path,
+    budgets: &[Budget],
+    junit: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let path = if report.is_dir() {
+        report.join("report.json")
+    } else {
+        report.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a tracer report", path.display()))?;
+    if value["tool"] != "tracer" {
+        anyhow::bail!("{} is not a tracer report", path.display());
+    }
+    if budgets.is_empty() {
+        anyhow::bail!("nothing to check: give at least one --budget");
+    }
+    let (v, _) = output::ci::judge(&value, budgets, junit, &[])?;
+    Ok(output::ci::broken(&v))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let budgets = match &cli.command {
+        Cmd::Record { common, .. } | Cmd::Exec { common, .. } => common.verdicts.parse(),
+        Cmd::Check { verdicts, .. } => verdicts.parse(),
+        _ => Ok(Vec::new()),
+    };
+    let budgets = match budgets {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tracer: {e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let result: anyhow::Result<bool> = match cli.command {
         Cmd::Record {
             pids,
             no_children,
             common,
         } => session::reject_self(&pids)
-            .and_then(|()| common.settings(!no_children))
+            .and_then(|()| common.settings(!no_children, budgets))
             .and_then(|s| session::run(session::Target::Pids(pids), &s)),
-        Cmd::KernelOffsets => kernel::btf::print_offsets(),
-        Cmd::GoLayout { binary } => golang::print_layout(&binary),
+        Cmd::KernelOffsets => kernel::btf::print_offsets().map(|()| false),
+        Cmd::GoLayout { binary } => golang::print_layout(&binary).map(|()| false),
+        Cmd::Check { report, verdicts } => check(&report, &budgets, verdicts.junit.as_deref()),
         Cmd::Exec { common, command } => common
-            .settings(true)
+            .settings(true, budgets)
             .and_then(|s| session::run(session::Target::Command(command), &s)),
         Cmd::Serve {
             listen,
@@ -196,11 +276,12 @@ fn main() -> ExitCode {
             .and_then(|()| tracing.settings(!no_children))
             .and_then(|s| {
                 let wanted = daemon::Wanted::new(pids, exes, ports);
-                daemon::run(listen, allow_remote, wanted, &s)
+                daemon::run(listen, allow_remote, wanted, &s).map(|()| false)
             }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(BUDGET_BROKEN),
         Err(e) => {
             eprintln!("tracer: {e:#}");
             ExitCode::FAILURE

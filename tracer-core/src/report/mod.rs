@@ -3,6 +3,7 @@
 //! summary text printed from it; folded stacks for the flame graphs.
 
 pub mod folded;
+pub mod markdown;
 pub mod summary;
 
 use std::{collections::BTreeMap, time::SystemTime};

@@ -68,6 +68,11 @@ impl Files {
         &self.written
     }
 
+    /// The Markdown summary, beside the other files.
+    pub fn write_summary(&mut self, md: &str) -> Result<()> {
+        self.write("summary.md", md.as_bytes())
+    }
+
     /// Writes `name` whole or not at all: into a temporary name, then renamed.
     fn write(&mut self, name: &'static str, bytes: &[u8]) -> Result<()> {
         let path = self.dir.join(name);

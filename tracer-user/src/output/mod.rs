@@ -3,6 +3,7 @@
 //! files of [`files`], with SVGs from [`flame`] and pprof profiles from
 //! [`pprof`].
 
+pub mod ci;
 pub mod files;
 pub mod flame;
 pub mod pprof;

@@ -31,14 +31,14 @@ pub use self::{
     window::OpenWindow,
 };
 use crate::{
-    output::{Results, Sink, files::Files},
+    output::{Results, Sink, ci, files::Files},
     system::preflight,
 };
 
 /// `tracer record` and `tracer exec`: trace until the duration ends,
-/// Ctrl-C, or every traced process exits; then write the outputs and print
-/// the summary.
-pub fn run(target: Target, settings: &Settings) -> Result<()> {
+/// Ctrl-C, or every traced process exits; then write the outputs, print
+/// the summary and judge the budgets. Returns whether a budget broke.
+pub fn run(target: Target, settings: &Settings) -> Result<bool> {
     preflight::require_privileges()?;
     let pids = match &target {
         Target::Pids(p) => preflight::resolve_pids(p)?,
@@ -67,12 +67,17 @@ pub fn run(target: Target, settings: &Settings) -> Result<()> {
             files.dir().display()
         )));
     }
+    let report = serde_json::to_value(&results.report)?;
+    let written: Vec<String> = files.written().iter().map(ToString::to_string).collect();
+    let junit = settings.junit.as_deref();
+    let (verdicts, md) = ci::judge(&report, &settings.budgets, junit, &written)?;
+    files.write_summary(&md)?;
     println!(
         "\noutputs in {}: {}",
         files.dir().display(),
         files.written().join(", ")
     );
-    Ok(())
+    Ok(ci::broken(&verdicts))
 }
 
 /// Attaches, traces until the end, detaches, and cuts the run into results.

@@ -3,6 +3,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use tracer_core::check::Budget;
+
 // The command line's switches, one bool each.
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Clone)]
@@ -21,6 +23,10 @@ pub struct Settings {
     pub min_block: Duration,
     /// The overhead budget, percent of the traced processes' CPU (0: none).
     pub max_overhead_pct: f64,
+    /// Latency budgets judged at the end (`--budget`), and where their
+    /// JUnit report goes.
+    pub budgets: Vec<Budget>,
+    pub junit: Option<PathBuf>,
 }
 
 impl Settings {
