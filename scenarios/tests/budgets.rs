@@ -129,3 +129,69 @@ fn a_malformed_budget_is_one_line_and_a_usage_error() {
         assert!(err.contains(says), "{budget}: {err}");
     }
 }
+
+/// One Go route traced twice: alone (one client), then contended (eight
+/// clients on two cores). `diff` names the route's p99 regression, writes
+/// differential flame graphs, and exits 3 with `--fail-if`.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn diff_names_a_p99_regression_and_fails_with_a_threshold() {
+    let server = basic_server();
+    let url = server.url("/cpu/5");
+    let run = |name: &str, clients: u64| {
+        let dir = scratch_dir(name);
+        let tracer = TracerRun::record(&[server.pid()], &dir, &[]).expect("tracer");
+        hey(&url, 16 * clients, clients).expect("hey");
+        let out = tracer.stop().expect("tracer stops");
+        assert!(out.status.success(), "{}", out.stderr);
+        dir
+    };
+    let (alone, contended) = (run("diff-alone", 1), run("diff-contended", 8));
+    let diff_dir = scratch_dir("diff-out");
+    let _ = std::fs::remove_dir_all(&diff_dir);
+    let out = Command::new(tracer_bin())
+        .arg("diff")
+        .arg(&alone)
+        .arg(contended.join("report.json"))
+        .arg("--out")
+        .arg(&diff_dir)
+        .args(["--fail-if", "p99 +50%"])
+        .output()
+        .expect("tracer diff");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("✗ p99 +50%: GET /cpu/5 total")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("GET /cpu/5") && l.contains("total p99")),
+        "{text}"
+    );
+    let svg = std::fs::read_to_string(diff_dir.join("chains.diff.svg")).expect("differential SVG");
+    assert!(svg.contains("<svg") && svg.contains("differential"), "SVG");
+    assert!(diff_dir.join("oncpu.diff.svg").exists());
+    // The same runs the other way round: no regression.
+    let back = Command::new(tracer_bin())
+        .arg("diff")
+        .arg(&contended)
+        .arg(&alone)
+        .arg("--out")
+        .arg(&diff_dir)
+        .args(["--fail-if", "p99 +50%"])
+        .output()
+        .expect("tracer diff");
+    assert_eq!(
+        back.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&back.stdout)
+    );
+}

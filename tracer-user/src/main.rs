@@ -12,7 +12,7 @@ mod system;
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use tracer_core::check::Budget;
+use tracer_core::check::{Budget, diff::Threshold};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +59,20 @@ enum Cmd {
         report: PathBuf,
         #[command(flatten)]
         verdicts: Verdicts,
+    },
+    /// Compare two runs (output folders or report.json files): each route's
+    /// p50 and p99 by stage before and after, and differential flame graphs.
+    Diff {
+        before: PathBuf,
+        after: PathBuf,
+        /// Folder for the differential flame graphs (default: a new
+        /// ./tracer-diff-YYYYMMDD-HHMMSS).
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+        /// Exit 3 when a route's figure grew beyond this: `p99 +20%`,
+        /// `handler p99 +50%` (repeat for several).
+        #[arg(long = "fail-if", value_name = "CHANGE")]
+        fail_if: Vec<String>,
     },
     /// Trace until stopped, serving Prometheus metrics and, on demand,
     /// pprof profiles, reports and flame graphs over HTTP.
@@ -243,6 +257,17 @@ fn main() -> ExitCode {
         Cmd::Check { verdicts, .. } => verdicts.parse(),
         _ => Ok(Vec::new()),
     };
+    let thresholds: Result<Vec<Threshold>, _> = match &cli.command {
+        Cmd::Diff { fail_if, .. } => fail_if.iter().map(|t| t.parse()).collect(),
+        _ => Ok(Vec::new()),
+    };
+    let thresholds = match thresholds {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tracer: {e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
     let budgets = match budgets {
         Ok(b) => b,
         Err(e) => {
@@ -261,6 +286,9 @@ fn main() -> ExitCode {
         Cmd::KernelOffsets => kernel::btf::print_offsets().map(|()| false),
         Cmd::GoLayout { binary } => golang::print_layout(&binary).map(|()| false),
         Cmd::Check { report, verdicts } => check(&report, &budgets, verdicts.junit.as_deref()),
+        Cmd::Diff {
+            before, after, out, ..
+        } => output::diff::run(&before, &after, out, &thresholds),
         Cmd::Exec { common, command } => common
             .settings(true, budgets)
             .and_then(|s| session::run(session::Target::Command(command), &s)),

@@ -12,6 +12,7 @@
 //! Judged on report.json as a JSON value, so a saved report (`tracer
 //! check`) and a live one are judged by the same code.
 
+pub mod diff;
 pub mod junit;
 
 use std::fmt;

@@ -155,6 +155,11 @@ pub fn window_ns(results: &Results) -> (i64, i64) {
 /// `./tracer-YYYYMMDD-HHMMSS`, or with `-2`, `-3`... when a run in the same
 /// second took it: created here, so two runs never share one.
 fn new_dir(base: &Path, now: SystemTime) -> Result<PathBuf> {
+    new_dir_named(base, "tracer", now)
+}
+
+/// `<prefix>-YYYYMMDD-HHMMSS[-N]` under `base`, created here.
+pub fn new_dir_named(base: &Path, prefix: &str, now: SystemTime) -> Result<PathBuf> {
     // 2026-11-28T12:03:28.123Z -> tracer-20261128-120328
     let stamp: String = rfc3339(now)
         .chars()
@@ -164,9 +169,9 @@ fn new_dir(base: &Path, now: SystemTime) -> Result<PathBuf> {
         .replace('T', "-");
     for n in 1..1000 {
         let name = if n == 1 {
-            format!("tracer-{stamp}")
+            format!("{prefix}-{stamp}")
         } else {
-            format!("tracer-{stamp}-{n}")
+            format!("{prefix}-{stamp}-{n}")
         };
         let dir = base.join(&name);
         match std::fs::create_dir(&dir) {
@@ -177,7 +182,7 @@ fn new_dir(base: &Path, now: SystemTime) -> Result<PathBuf> {
             }
         }
     }
-    bail!("cannot find a free output folder name tracer-{stamp}-N here")
+    bail!("cannot find a free output folder name {prefix}-{stamp}-N here")
 }
 
 #[cfg(test)]

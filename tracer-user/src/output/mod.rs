@@ -4,6 +4,7 @@
 //! [`pprof`].
 
 pub mod ci;
+pub mod diff;
 pub mod files;
 pub mod flame;
 pub mod pprof;
