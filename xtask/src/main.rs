@@ -3,6 +3,7 @@
 mod bench;
 mod cpu_account;
 mod demo;
+mod dist;
 mod go_layouts;
 mod layout;
 mod setup;
@@ -35,6 +36,9 @@ enum Task {
     /// Run one scenario (or list them): servers, load, trace, diagnosis,
     /// and whether the diagnosis matches the expected one.
     Scenario { name: Option<String> },
+    /// Build one static binary (x86_64 musl, the eBPF object embedded) and its
+    /// SHA-256 into dist/.
+    Dist,
     /// Regenerate the table of Go runtime layouts from each Go toolchain's DWARF.
     GoLayouts,
     /// Measure what tracing costs a saturated server, against bpftrace and perf.
@@ -68,6 +72,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Build => build(),
         Task::Test { filter } => test(filter.as_deref()),
+        Task::Dist => dist::run().map(|_| ()),
         Task::GoLayouts => {
             build()?;
             go_layouts::run()

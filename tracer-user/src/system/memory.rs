@@ -8,7 +8,12 @@
 //! allocations of the moment happened to fall.
 
 /// Returns the free pages of every arena to the system.
+#[cfg(target_env = "gnu")]
 pub fn give_back_freed() {
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
 }
+
+/// musl's allocator (the static build's) returns freed pages by itself.
+#[cfg(not(target_env = "gnu"))]
+pub fn give_back_freed() {}
