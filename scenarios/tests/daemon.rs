@@ -398,3 +398,48 @@ fn memory_stays_flat_under_route_connection_and_pid_churn() {
     );
     tracer.terminate().expect("serve stops");
 }
+
+/// Budgets on the daemon: judged on consecutive windows, each verdict a
+/// metric, a broken one said on stderr.
+#[test]
+#[ignore = "needs root and Go: cargo xtask test"]
+fn serve_judges_budgets_on_each_window() {
+    let server = basic_server_from(&go_binary("basic").expect("build scenarios/basic"));
+    let pid = server.pid().to_string();
+    let (tracer, base) = serve(
+        "serve-budgets",
+        &[
+            "--pid",
+            &pid,
+            "--budget",
+            "GET /sleep/20 handler p50 < 5ms",
+            "--budget",
+            "GET /sleep/20 p99 < 1s",
+            "--budget-every",
+            "2",
+        ],
+    );
+    let url = server.url("/sleep/20");
+    let load = thread::spawn(move || hey(&url, 400, 4));
+    let broken = ["budget=\"GET /sleep/20 handler p50 < 5ms\""];
+    let text = wait_for(&base, "tracer_budget_broken", &broken, 1.0);
+    assert_eq!(
+        sample(&text, "tracer_budget_broken", &broken),
+        Some(1.0),
+        "{text}"
+    );
+    let held = ["budget=\"GET /sleep/20 p99 < 1s\""];
+    assert_eq!(
+        sample(&text, "tracer_budget_broken", &held),
+        Some(0.0),
+        "{text}"
+    );
+    let _ = load.join();
+    let out = tracer.terminate().expect("serve stops");
+    assert!(
+        out.stderr
+            .contains("budget broken over the last 2s: ✗ GET /sleep/20 handler p50 < 5ms"),
+        "{}",
+        out.stderr
+    );
+}

@@ -100,6 +100,11 @@ enum Cmd {
         #[arg(long)]
         no_children: bool,
         #[command(flatten)]
+        verdicts: Verdicts,
+        /// Seconds of each window the budgets are judged on.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        budget_every: u64,
+        #[command(flatten)]
         tracing: Tracing,
     },
 }
@@ -254,7 +259,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let budgets = match &cli.command {
         Cmd::Record { common, .. } | Cmd::Exec { common, .. } => common.verdicts.parse(),
-        Cmd::Check { verdicts, .. } => verdicts.parse(),
+        Cmd::Check { verdicts, .. } | Cmd::Serve { verdicts, .. } => verdicts.parse(),
         _ => Ok(Vec::new()),
     };
     let thresholds: Result<Vec<Threshold>, _> = match &cli.command {
@@ -299,12 +304,16 @@ fn main() -> ExitCode {
             exes,
             ports,
             no_children,
+            budget_every,
             tracing,
+            ..
         } => session::reject_self(&pids)
             .and_then(|()| tracing.settings(!no_children))
             .and_then(|s| {
                 let wanted = daemon::Wanted::new(pids, exes, ports);
-                daemon::run(listen, allow_remote, wanted, &s).map(|()| false)
+                let settings = session::Settings { budgets, ..s };
+                let every = Duration::from_secs(budget_every.max(1));
+                daemon::run(listen, allow_remote, wanted, &settings, every).map(|()| false)
             }),
     };
     match result {

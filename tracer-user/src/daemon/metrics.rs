@@ -71,6 +71,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SideLabels {
     side: &'static str,
 }
@@ -92,6 +97,7 @@ pub struct Metrics {
     drops: Family<ReasonLabels, Counter>,
     cpu: Family<SideLabels, Counter<f64, AtomicU64>>,
     events: Counter,
+    budget_broken: Family<BudgetLabels, Gauge>,
     routes: RouteCap,
     /// The cumulative figures last copied into counters, which only take
     /// increments.
@@ -113,6 +119,12 @@ impl Metrics {
         let drops = Family::default();
         let cpu = Family::default();
         let events = Counter::default();
+        let budget_broken = Family::default();
+        registry.register(
+            "budget_broken",
+            "1 when the latency budget was broken over the last --budget-every window, 0 when it held",
+            budget_broken.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Requests from their first byte's arrival (or accept) to the end of the response",
@@ -171,9 +183,21 @@ impl Metrics {
             drops,
             cpu,
             events,
+            budget_broken,
             routes: RouteCap::default(),
             last: FxHashMap::default(),
             ports: FxHashSet::default(),
+        }
+    }
+
+    /// The budgets' verdicts on the last window.
+    pub fn set_verdicts(&self, verdicts: &[tracer_core::check::Verdict]) {
+        for v in verdicts {
+            self.budget_broken
+                .get_or_create(&BudgetLabels {
+                    budget: v.budget.clone(),
+                })
+                .set(i64::from(!v.held));
         }
     }
 

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::{mpsc, oneshot};
-use tracer_core::track::Finished;
+use tracer_core::{check::Budget, track::Finished};
 
 pub use self::discover::Wanted;
 use self::{http::Ask, metrics::Metrics};
@@ -33,11 +33,13 @@ const GAUGES_EVERY: Duration = Duration::from_secs(1);
 /// are fixed in size, and a daemon meets new stacks for months.
 const STACKS_RESET_EVERY: Duration = Duration::from_mins(10);
 
+/// `budget_every`: the windows the latency budgets (if any) are judged on.
 pub fn run(
     listen: SocketAddr,
     allow_remote: bool,
     wanted: Wanted,
     settings: &Settings,
+    budget_every: Duration,
 ) -> Result<()> {
     if !listen.ip().is_loopback() {
         if !allow_remote {
@@ -78,6 +80,8 @@ pub fn run(
         start: CpuClocks::read(&session),
         gauges_at: None,
         stacks_reset_at: Instant::now(),
+        budgets: settings.budgets.clone(),
+        budget_every,
     };
     daemon.find_processes(&mut session);
     eprintln!(
@@ -104,10 +108,17 @@ pub fn run(
     Ok(())
 }
 
-/// A window a client asked for, open until `due`.
+/// A window open until `due`, and who it is for.
 struct Pending {
     due: Instant,
-    reply: oneshot::Sender<Box<crate::output::Results>>,
+    reply: Reply,
+}
+
+enum Reply {
+    /// A client of the endpoints.
+    Client(oneshot::Sender<Box<crate::output::Results>>),
+    /// The budgets, judged on each window in turn.
+    Budgets,
 }
 
 struct Daemon {
@@ -121,6 +132,9 @@ struct Daemon {
     start: CpuClocks,
     gauges_at: Option<Instant>,
     stacks_reset_at: Instant,
+    /// Latency budgets, judged on consecutive windows of `budget_every`.
+    budgets: Vec<Budget>,
+    budget_every: Duration,
 }
 
 impl Daemon {
@@ -153,9 +167,43 @@ impl Daemon {
             windows.push(OpenWindow::open(session, &self.settings)?);
             self.pending.push(Pending {
                 due: Instant::now() + Duration::from_secs(ask.seconds),
-                reply: ask.reply,
+                reply: Reply::Client(ask.reply),
             });
         }
+        if !self.budgets.is_empty()
+            && !self
+                .pending
+                .iter()
+                .any(|p| matches!(p.reply, Reply::Budgets))
+        {
+            windows.push(OpenWindow::open(session, &self.settings)?);
+            self.pending.push(Pending {
+                due: Instant::now() + self.budget_every,
+                reply: Reply::Budgets,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a client's window is open (it holds stacks and processes).
+    fn clients_waiting(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p.reply, Reply::Client(_)))
+    }
+
+    /// Judges the budgets on a window: the verdicts as metrics, and a line
+    /// for each broken one.
+    fn judge(&mut self, results: &crate::output::Results) -> Result<()> {
+        let report = serde_json::to_value(&results.report)?;
+        let verdicts = tracer_core::check::judge_all(&self.budgets, &report);
+        for v in verdicts.iter().filter(|v| !v.held) {
+            eprintln!(
+                "tracer: budget broken over the last {:?}: {v}",
+                self.budget_every
+            );
+        }
+        self.metrics.set_verdicts(&verdicts);
         Ok(())
     }
 
@@ -176,8 +224,13 @@ impl Daemon {
                 &mut session.stacks,
                 session.targets.processes(),
             );
-            // A client that went away does not want it.
-            let _ = pending.reply.send(Box::new(results));
+            match pending.reply {
+                // A client that went away does not want it.
+                Reply::Client(reply) => {
+                    let _ = reply.send(Box::new(results));
+                }
+                Reply::Budgets => self.judge(&results)?,
+            }
             // The window's tables are freed with it.
             memory::give_back_freed();
         }
@@ -225,9 +278,10 @@ impl Driver for Daemon {
 
     fn check(&mut self, session: &mut Session, windows: &mut Vec<OpenWindow>) -> Result<()> {
         self.find_processes(session);
-        if windows.is_empty() {
+        if !self.clients_waiting() {
             // Reports name the processes and stacks of their window:
-            // forgotten only when no window is open.
+            // forgotten only when no client's window is open (the budgets'
+            // look at routes only).
             session.forget_exited();
             if self.stacks_reset_at.elapsed() >= STACKS_RESET_EVERY {
                 session.reset_stacks();
