@@ -155,9 +155,34 @@ impl Drop for Server {
     }
 }
 
-/// A running `tracer record` or `tracer exec`.
+/// A child process killed when dropped: a test that fails midway leaves no
+/// tracer attached behind it (it would slow every later test and bench).
+struct KillOnDrop(Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Nothing is signalled once the child was waited for.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `tracer record`, `exec` or `serve`.
 pub struct TracerRun {
-    child: Child,
+    child: KillOnDrop,
     pub out: PathBuf,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
@@ -225,7 +250,7 @@ impl TracerRun {
         let stdout = lines_of(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
         let stderr = lines_of(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?);
         let mut run = TracerRun {
-            child,
+            child: KillOnDrop(child),
             out: out.to_path_buf(),
             stdout,
             stderr,

@@ -149,7 +149,8 @@ pub fn run(plan: &Plan) -> Result<()> {
             "\n### A handler doing real work\n\n`/json` encodes a 2 KB catalogue with `encoding/json`: about 130 µs of server CPU a request, as most handlers spend, against `/fast`'s 70.\n\n{m}"
         );
         json["json_route"] = j;
-        (json, md, Kept::default())
+        // Sections this run does not make are kept from the last one.
+        (json, md, earlier(&dir).2)
     } else {
         earlier(&dir)
     };
