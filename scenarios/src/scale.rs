@@ -43,7 +43,7 @@ impl ScaleResult {
 }
 
 /// A `/proc/PID/status` figure in KiB (`VmRSS`, `RssAnon`), 0 if unreadable.
-fn status_kb(pid: u32, field: &str) -> u64 {
+pub fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

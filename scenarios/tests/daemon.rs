@@ -327,17 +327,6 @@ fn serve_works_with_only_the_capabilities_the_deployment_grants() {
     assert!(!err.contains("warning"), "{err}");
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Rounds of churn: each starts the service anew (a new pid, the same
 /// executable), sends requests on fresh connections, to routes never seen
 /// (beyond the cap), and asks for a window. The daemon's memory after the
@@ -368,7 +357,7 @@ fn memory_stays_flat_under_route_connection_and_pid_churn() {
         assert_eq!(status, 200);
         drop(server);
         thread::sleep(Duration::from_millis(500));
-        rss.push(rss_kb(tracer.pid()));
+        rss.push(scenarios::scale::status_kb(tracer.pid(), "VmRSS"));
     }
     let labels = ["route=\"GET /fast\""];
     let text = wait_for(

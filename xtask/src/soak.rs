@@ -60,17 +60,17 @@ pub fn run(minutes: u32, out_dir: &Path) -> Result<(String, Value)> {
         restarts += 1;
         if started.elapsed() >= Duration::from_secs(u64::from(next_minute) * 60) {
             let metrics = metrics(&base)?;
+            let rss_kb = scenarios::scale::status_kb(tracer.pid(), "VmRSS");
             rows.push(Row {
                 minute: next_minute,
                 restarts,
                 sent,
                 counted: count(&metrics),
                 route_series: route_series(&metrics),
-                rss_kb: rss_kb(tracer.pid()),
+                rss_kb,
             });
             eprintln!(
-                "bench: soak minute {next_minute}: {restarts} restarts, {sent} requests, RSS {} kB",
-                rss_kb(tracer.pid())
+                "bench: soak minute {next_minute}: {restarts} restarts, {sent} requests, RSS {rss_kb} kB"
             );
             next_minute += 1;
         }
@@ -130,17 +130,6 @@ fn route_series(metrics: &str) -> usize {
         .lines()
         .filter(|l| l.starts_with("tracer_request_duration_seconds_count{"))
         .count()
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn render(minutes: u32, rows: &[Row]) -> (String, Value) {
