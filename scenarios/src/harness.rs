@@ -216,6 +216,16 @@ impl TracerRun {
     /// `out` is the run's own: what an earlier run left there is removed
     /// (the tracer refuses to write over a report).
     pub fn record(pids: &[u32], out: &Path, extra: &[&str]) -> Result<TracerRun> {
+        Self::record_with_env(pids, out, extra, &[])
+    }
+
+    /// [`TracerRun::record`] with environment variables for the tracer.
+    pub fn record_with_env(
+        pids: &[u32],
+        out: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TracerRun> {
         if out.exists() {
             std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
         }
@@ -230,14 +240,19 @@ impl TracerRun {
         if !extra.contains(&"--max-overhead") {
             args.extend(["--max-overhead".into(), "0".into()]);
         }
-        Self::start(&args, out)
+        Self::start_with_env(&args, out, env)
     }
 
     /// Starts the tracer with `args` and waits until it has attached.
     pub fn start(args: &[String], out: &Path) -> Result<TracerRun> {
+        Self::start_with_env(args, out, &[])
+    }
+
+    fn start_with_env(args: &[String], out: &Path, env: &[(&str, &str)]) -> Result<TracerRun> {
         let _ = std::fs::remove_dir_all(out);
         let mut child = Command::new(tracer_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -117,8 +117,11 @@ pub mod program {
     pub const SCHED_PROCESS_FORK: u32 = 8;
     pub const KFREE_SKB: u32 = 9;
     pub const TCP_RETRANSMIT_SYNACK: u32 = 10;
+    /// Stands in for `sock_recv_length` and `sock_send_length` on kernels
+    /// without them (before 6.3).
+    pub const SYS_EXIT_SOCK_IO: u32 = 11;
     /// Program names (as in the object), by index.
-    pub const NAMES: [&str; 11] = [
+    pub const NAMES: [&str; 12] = [
         "sock_recv_length",
         "sock_send_length",
         "sk_data_ready",
@@ -130,6 +133,7 @@ pub mod program {
         "sched_process_fork",
         "kfree_skb",
         "tcp_retransmit_synack",
+        "sys_exit_sock_io",
     ];
     pub const LEN: u32 = NAMES.len() as u32;
 }
@@ -398,6 +402,9 @@ pub struct KernelOffsets {
     pub fdtable_fd: u32,
     pub fdtable_max_fds: u32,
     pub file_private_data: u32,
+    /// `file.f_inode` and `inode.i_mode`: whether an fd is a socket.
+    pub file_inode: u32,
+    pub inode_mode: u32,
     pub socket_sk: u32,
     /// `task_struct.thread.fsbase`: a thread's TLS base, where Go keeps `g`.
     pub task_fsbase: u32,
@@ -431,6 +438,8 @@ impl KernelOffsets {
         fdtable_fd: Self::UNKNOWN,
         fdtable_max_fds: Self::UNKNOWN,
         file_private_data: Self::UNKNOWN,
+        file_inode: Self::UNKNOWN,
+        inode_mode: Self::UNKNOWN,
         socket_sk: Self::UNKNOWN,
         task_fsbase: Self::UNKNOWN,
         mptcp_first: Self::UNKNOWN,
@@ -550,7 +559,7 @@ const _: () = {
     assert!(size_of::<StackKey>() == 16);
     assert!(size_of::<OffCpuStart>() == 72);
     assert!(size_of::<TraceLayout>() == 16);
-    assert!(size_of::<KernelOffsets>() == 24 * 4);
+    assert!(size_of::<KernelOffsets>() == 26 * 4);
     assert!(size_of::<BlockedWrite>() == 16);
     assert!(size_of::<SockState>() == 24);
 };

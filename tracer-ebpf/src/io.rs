@@ -43,6 +43,35 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Kernels before 6.3 have no `sock_{recv,send}_length`: the raw syscall
+/// exit stands in. It runs on every syscall of every process, so it is
+/// attached only where those tracepoints are missing; for a traced
+/// process's socket reads and writes it finds the socket behind the fd.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_sock_io(ctx: BtfTracePointContext) -> i32 {
+    let _run = run(program::SYS_EXIT_SOCK_IO);
+    let Some((tgid, tid)) = traced_current() else {
+        return 0;
+    };
+    let (nr, fd, _) = current_syscall();
+    let direction = match nr {
+        syscall::READ | syscall::READV | syscall::RECVFROM | syscall::RECVMSG => dir::READ,
+        // sendfile's first argument is the socket written to.
+        syscall::WRITE
+        | syscall::WRITEV
+        | syscall::SENDTO
+        | syscall::SENDMSG
+        | syscall::SENDFILE => dir::WRITE,
+        _ => return 0,
+    };
+    // `sys_exit(struct pt_regs *regs, long ret)`.
+    let ret = arg_u64(&ctx, 1) as i64;
+    if let Some(sk) = listen::current_fd_socket(fd) {
+        sock_io(tgid, tid, sk, ret, direction);
+    }
+    0
+}
+
 /// `sock_{recv,send}_length(struct sock *sk, int ret, int flags)`.
 #[inline(always)]
 fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
@@ -51,6 +80,12 @@ fn on_sock_io(ctx: &BtfTracePointContext, direction: u8) {
     };
     let sk = arg_u64(ctx, 0);
     let ret = i64::from(ctx.arg::<i32>(1));
+    sock_io(tgid, tid, sk, ret, direction);
+}
+
+/// A traced process's completed read or write of socket `sk`.
+#[inline(always)]
+fn sock_io(tgid: u32, tid: u32, sk: u64, ret: i64, direction: u8) {
     if ret == -errno::EAGAIN {
         return;
     }

@@ -45,10 +45,19 @@ pub fn current_fd_socket(fd: u64) -> Option<u64> {
     let fds: u64 = read_field(fdt, o.fdtable_fd)?;
     // SAFETY: bounded by max_fds above; a checked read.
     let file: u64 = unsafe { bpf_probe_read_kernel((fds + fd * 8) as *const u64) }.ok()?;
+    // Only a socket's private_data is a `struct socket`.
+    let inode: u64 = read_field(file, o.file_inode)?;
+    let mode: u16 = read_field(inode, o.inode_mode)?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
     let socket: u64 = read_field(file, o.file_private_data)?;
     let sk: u64 = read_field(socket, o.socket_sk)?;
     (sk != 0).then_some(sk)
 }
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
 
 const IPPROTO_MPTCP: u16 = 262;
 

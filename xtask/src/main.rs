@@ -9,6 +9,7 @@ mod layout;
 mod setup;
 mod sh;
 mod soak;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,15 @@ enum Task {
     /// Build one static binary (x86_64 musl, the eBPF object embedded) and its
     /// SHA-256 into dist/.
     Dist,
+    /// Boot Debian's kernels (6.1, 6.12) in QEMU and run the kernel-dependent
+    /// integration tests inside each.
+    VmTest {
+        /// 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
     /// Regenerate the table of Go runtime layouts from each Go toolchain's DWARF.
     GoLayouts,
     /// Measure what tracing costs a saturated server, against bpftrace and perf.
@@ -73,6 +83,10 @@ fn main() -> Result<()> {
         Task::Build => build(),
         Task::Test { filter } => test(filter.as_deref()),
         Task::Dist => dist::run().map(|_| ()),
+        Task::VmTest { kernel, filter } => {
+            build()?;
+            vm::run(&kernel, filter.as_deref())
+        }
         Task::GoLayouts => {
             build()?;
             go_layouts::run()

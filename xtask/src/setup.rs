@@ -129,8 +129,34 @@ fn bpf_linker() -> Result<()> {
     ]))
 }
 
+/// What booting other kernels needs: QEMU, a static busybox for the
+/// initramfs, and the tools that index, pick and unpack kernel modules.
+const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("depmod", "kmod"),
+    ("cpio", "cpio"),
+    ("xz", "xz-utils"),
+    ("zstd", "zstd"),
+];
+
+pub fn vm_packages() -> Result<()> {
+    install_missing(VM_PACKAGES)?;
+    // Debian's dynamic busybox provides the same command; the initramfs
+    // has no libc for it.
+    let file = sh::output("file", &["-L", "/bin/busybox"]).unwrap_or_default();
+    if !file.contains("statically linked") {
+        install(&["busybox-static"])?;
+    }
+    Ok(())
+}
+
 fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    install_missing(PACKAGES)
+}
+
+fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(bin, _)| !sh::have(bin))
         .map(|(_, pkg)| *pkg)
@@ -144,11 +170,15 @@ fn packages() -> Result<()> {
             missing.join(" ")
         );
     }
+    install(&missing)
+}
+
+fn install(packages: &[&str]) -> Result<()> {
     sh::run(Command::new("apt-get").args(["update", "-q"]))?;
     sh::run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }

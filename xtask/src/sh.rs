@@ -39,6 +39,24 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     run(&mut cmd)
 }
 
+/// A cargo command's standard output (its messages still reach the terminal).
+pub fn cargo_output(args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).current_dir(scenarios::workspace_root());
+    for (k, v) in CARGO_ENV.get().map_or(&[][..], Vec::as_slice) {
+        cmd.env(k, v);
+    }
+    eprintln!("xtask: {}", describe(&cmd));
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", describe(&cmd)))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", describe(&cmd), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub fn have(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])

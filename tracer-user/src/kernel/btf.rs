@@ -90,6 +90,8 @@ macro_rules! each_offset {
             $f!($o, fdtable_fd),
             $f!($o, fdtable_max_fds),
             $f!($o, file_private_data),
+            $f!($o, file_inode),
+            $f!($o, inode_mode),
             $f!($o, socket_sk),
             $f!($o, task_fsbase),
             $f!($o, mptcp_first),
@@ -97,7 +99,7 @@ macro_rules! each_offset {
     };
 }
 
-fn fields(o: &KernelOffsets) -> [(&'static str, u32); 24] {
+fn fields(o: &KernelOffsets) -> [(&'static str, u32); 26] {
     macro_rules! read {
         ($o:expr, $n:ident) => {
             (stringify!($n), $o.$n)
@@ -106,7 +108,7 @@ fn fields(o: &KernelOffsets) -> [(&'static str, u32); 24] {
     each_offset!(o, read)
 }
 
-fn fields_mut(o: &mut KernelOffsets) -> [(&'static str, &mut u32); 24] {
+fn fields_mut(o: &mut KernelOffsets) -> [(&'static str, &mut u32); 26] {
     macro_rules! slot {
         ($o:expr, $n:ident) => {
             (stringify!($n), &mut $o.$n)
@@ -184,6 +186,8 @@ pub fn offsets(btf: &Btf) -> Result<KernelOffsets> {
         fdtable_fd: optional("fdtable", "fd"),
         fdtable_max_fds: optional("fdtable", "max_fds"),
         file_private_data: optional("file", "private_data"),
+        file_inode: optional("file", "f_inode"),
+        inode_mode: optional("inode", "i_mode"),
         socket_sk: optional("socket", "sk"),
         task_fsbase: required("task_struct", "thread")? + required("thread_struct", "fsbase")?,
         mptcp_first: optional("mptcp_sock", "first"),

@@ -18,7 +18,7 @@ use tracer_core::{counters::Counters, report::ProgramClock};
 
 use super::{
     btf as kernel_btf,
-    programs::{Attach, Enabled, Needs, PROGRAMS, Program},
+    programs::{Attach, Enabled, Needs, PROGRAMS, Program, hooks_off},
     tracefs,
 };
 
@@ -126,6 +126,8 @@ pub struct Probes {
     /// Owned apart from the programs so that [`Probes::detach`] can drop them
     /// concurrently: a trace event's detach waits for an RCU grace period.
     links: Vec<Box<dyn Send>>,
+    /// The programs attached: the ones whose costs are reported.
+    attached: Vec<&'static str>,
     traced: Array<MapData, u8>,
     listen_ports: Array<MapData, u8>,
     leave_out: Array<MapData, u32>,
@@ -149,16 +151,59 @@ impl Probes {
         let btf = Btf::from_sys_fs().context("reading kernel BTF for the BTF tracepoints")?;
         let layout = trace_layout(facts.listen_overflow_reason);
         let mut ebpf = load_object(&config, &btf, &layout, &facts.offsets)?;
-        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        // Each link with its program's name, until the stand-ins are settled.
+        let mut links: Vec<(&'static str, Box<dyn Send>)> = Vec::new();
         let mut warnings = Vec::new();
+        let off = hooks_off();
+        let mut replaced: Vec<(&Program, Vec<String>)> = Vec::new();
         for program in PROGRAMS.iter().filter(|p| enabled(p, &config)) {
-            match attach(&mut ebpf, program, &btf, &layout, config.freq)? {
-                Attached::Links(new) => links.extend(new),
-                Attached::Missing(why) => match program.optional {
-                    Some(loss) => warnings.push(format!("{why}: {loss}")),
-                    None => bail!("{why}: the tracer cannot work without it"),
-                },
+            let attached = if off.contains(&program.hook()) {
+                Attached::Missing(format!(
+                    "{} is turned off (TRACER_HOOKS_OFF)",
+                    program.hook()
+                ))
+            } else {
+                attach(&mut ebpf, program, &btf, &layout, config.freq)?
+            };
+            match (attached, program.optional, program.stand_in) {
+                (Attached::Links(new), ..) => {
+                    links.extend(new.into_iter().map(|l| (program.name, l)));
+                }
+                (Attached::Missing(why), _, Some((name, _))) => {
+                    match replaced.iter_mut().find(|(p, _)| p.name == name) {
+                        Some((_, whys)) => whys.push(why),
+                        None => replaced.push((stand_in(name)?, vec![why])),
+                    }
+                }
+                (Attached::Missing(why), Some(loss), None) => {
+                    warnings.push(format!("{why}: {loss}"));
+                }
+                (Attached::Missing(why), None, None) => {
+                    bail!("{why}: the tracer cannot work without it")
+                }
             }
+        }
+        for (program, whys) in replaced {
+            // The stand-in does the work of every program it stands in for,
+            // so those whose hooks this kernel has are detached.
+            let replaced_names: Vec<&str> = PROGRAMS
+                .iter()
+                .filter(|p| p.stand_in.is_some_and(|(name, _)| name == program.name))
+                .map(|p| p.name)
+                .collect();
+            links.retain(|(name, _)| !replaced_names.contains(name));
+            let why = whys.join(", ");
+            match attach(&mut ebpf, program, &btf, &layout, config.freq)? {
+                Attached::Links(new) => links.extend(new.into_iter().map(|l| (program.name, l))),
+                Attached::Missing(also) => {
+                    bail!("{why}, and {also}: the tracer cannot work without them")
+                }
+            }
+            let how = PROGRAMS
+                .iter()
+                .find_map(|p| p.stand_in.filter(|(name, _)| *name == program.name))
+                .map_or("", |(_, how)| how);
+            warnings.push(format!("{why}: {how}"));
         }
         let tables = Some(Tables {
             stacks: StackTraceMap::try_from(take(&mut ebpf, "STACKS")?)?,
@@ -175,7 +220,8 @@ impl Probes {
             ring: Some(RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?),
             tables,
             ebpf,
-            links,
+            attached: links.iter().map(|(name, _)| *name).collect(),
+            links: links.into_iter().map(|(_, link)| link).collect(),
         };
         Ok((probes, warnings))
     }
@@ -237,7 +283,7 @@ impl Probes {
         program::NAMES
             .iter()
             .enumerate()
-            .filter(|(_, name)| self.ebpf.program(name).is_some())
+            .filter(|(_, name)| self.attached.contains(name))
             .filter_map(|(index, name)| {
                 let per_cpu = self.runs.get(&(index as u32), 0).ok()?;
                 let sum = per_cpu
@@ -309,8 +355,17 @@ fn load_object(
         .context("loading the eBPF object into the kernel")
 }
 
+/// The declared program named `name`.
+fn stand_in(name: &str) -> Result<&'static Program> {
+    PROGRAMS
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| anyhow!("no program {name} is declared"))
+}
+
 fn enabled(program: &Program, config: &Config) -> bool {
     match program.enabled {
+        Enabled::StandIn => false,
         Enabled::Always => true,
         Enabled::OffCpu => config.off_cpu,
         Enabled::Sampling => config.freq > 0,

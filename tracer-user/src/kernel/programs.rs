@@ -26,6 +26,8 @@ pub enum Enabled {
     Sampling,
     /// Following the processes the traced ones fork (`--no-children` turns it off).
     Children,
+    /// Only in place of a program whose hook this kernel lacks.
+    StandIn,
 }
 
 /// What the kernel must offer beyond the hook itself.
@@ -47,6 +49,9 @@ pub struct Program {
     /// `Some(what is lost)` when the tracer runs without it; `None` when it
     /// cannot trace at all without it.
     pub optional: Option<&'static str>,
+    /// The program that does this one's work on kernels without its hook,
+    /// and what that costs.
+    pub stand_in: Option<(&'static str, &'static str)>,
 }
 
 impl Program {
@@ -67,6 +72,7 @@ const fn btf(name: &'static str, enabled: Enabled, optional: Option<&'static str
         enabled,
         needs: Needs::Hook,
         optional,
+        stand_in: None,
     }
 }
 
@@ -82,17 +88,35 @@ const fn event(
         enabled: Enabled::Always,
         needs: Needs::Hook,
         optional,
+        stand_in: None,
     }
 }
 
+/// Socket reads and writes, from syscall exits: on kernels before 6.3.
+const SYS_EXIT_SOCK_IO: (&str, &str) = (
+    "sys_exit_sock_io",
+    "socket reads and writes are taken from syscall exits instead, which runs a short filter on every syscall of every process",
+);
+
 /// The programs whose work follows traced connections' reads and writes:
 /// what leaving connections out saves (the overhead budget steers by them).
-pub const PER_CONNECTION: &[&str] = &["sock_recv_length", "sock_send_length", "sk_data_ready"];
+pub const PER_CONNECTION: &[&str] = &[
+    "sock_recv_length",
+    "sock_send_length",
+    "sk_data_ready",
+    "sys_exit_sock_io",
+];
 
 /// In attach order: the hot paths first.
 pub const PROGRAMS: &[Program] = &[
-    btf("sock_recv_length", Enabled::Always, None),
-    btf("sock_send_length", Enabled::Always, None),
+    Program {
+        stand_in: Some(SYS_EXIT_SOCK_IO),
+        ..btf("sock_recv_length", Enabled::Always, None)
+    },
+    Program {
+        stand_in: Some(SYS_EXIT_SOCK_IO),
+        ..btf("sock_send_length", Enabled::Always, None)
+    },
     btf(
         "sk_data_ready",
         Enabled::Always,
@@ -133,8 +157,26 @@ pub const PROGRAMS: &[Program] = &[
         enabled: Enabled::Sampling,
         needs: Needs::Hook,
         optional: None,
+        stand_in: None,
+    },
+    Program {
+        attach: Attach::BtfTracepoint("sys_exit"),
+        ..btf(SYS_EXIT_SOCK_IO.0, Enabled::StandIn, None)
     },
 ];
+
+/// Hooks to treat as missing, from `TRACER_HOOKS_OFF` (comma-separated, as
+/// [`Program::hook`] names them): how a kernel without them is tried on
+/// one that has them.
+pub fn hooks_off() -> Vec<String> {
+    std::env::var("TRACER_HOOKS_OFF")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {
@@ -164,6 +206,16 @@ mod tests {
         assert!(optional("sock_recv_length").is_none());
         assert!(optional("sock/inet_sock_set_state").is_none());
         assert!(optional("syscalls/sys_exit_accept4").is_none());
+    }
+
+    #[test]
+    fn every_stand_in_is_declared_and_attached_only_as_one() {
+        for p in PROGRAMS {
+            if let Some((name, _)) = p.stand_in {
+                let s = PROGRAMS.iter().find(|q| q.name == name);
+                assert!(s.is_some_and(|s| s.enabled == Enabled::StandIn), "{name}");
+            }
+        }
     }
 
     #[test]
