@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::{
     Server, TracerRun, drivers, free_port, go_binary,
-    harness::{TracerOutput, workspace_root},
+    harness::{TracerOutput, emulated, workspace_root},
     load::hey,
 };
 
@@ -65,6 +65,9 @@ pub struct Expected {
     pub cause_magnitudes: Vec<CauseMagnitude>,
     pub min_overflows: Option<u64>,
     pub min_open_peak: Option<u64>,
+    /// The problem is CPU time: under emulation its diagnosis is not judged.
+    #[serde(default)]
+    pub cpu_bound: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,7 +311,6 @@ fn check(
     vars: &BTreeMap<&str, String>,
     responses: Option<u64>,
 ) -> Vec<Check> {
-    let mut checks = check_diagnosis(expected, report, vars);
     let route = report["routes"].as_array().and_then(|rs| {
         rs.iter().find(|r| {
             format!(
@@ -318,7 +320,25 @@ fn check(
             ) == expected.route
         })
     });
-    checks.extend(check_magnitudes(expected, route, vars));
+    let mut checks = check_diagnosis(expected, report, vars);
+    let mut magnitudes = check_magnitudes(expected, route, vars);
+    if emulated() {
+        // An emulated CPU runs code 10-30x slower: handlers, clients and
+        // the tracer's goroutine sampler with them. Waits the scenario
+        // injects stay as they are, but every figure with CPU work in it
+        // moves: magnitudes (and a CPU-bound scenario's causes) are shown,
+        // not judged. The route, stage, share and counts still are.
+        let cpu_causes = checks
+            .iter_mut()
+            .filter(|c| expected.cpu_bound && c.what.starts_with("diagnosis names"));
+        for c in cpu_causes.chain(magnitudes.iter_mut()) {
+            if !c.ok {
+                c.ok = true;
+                c.detail.push_str(" [not judged under emulation]");
+            }
+        }
+    }
+    checks.extend(magnitudes);
     checks.extend(check_counts(expected, report, route, vars, responses));
     checks
 }

@@ -19,6 +19,28 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// How long to wait for something to start or stop: `d`, times
+/// `TRACER_TEST_SLOWDOWN` where everything runs slower (an emulated VM).
+/// Only waits stretch: what the tests measure and assert does not.
+pub fn patience(d: Duration) -> Duration {
+    d * slowdown()
+}
+
+fn slowdown() -> u32 {
+    std::env::var("TRACER_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Whether the tests run on an emulated CPU (`cargo xtask vm-test` under
+/// TCG): code runs many times slower there, so figures with CPU work in
+/// them cannot be held to the tolerances a real CPU meets.
+pub fn emulated() -> bool {
+    slowdown() > 1
+}
+
 /// The tracer binary under test: `$TRACER_BIN`, else the release build.
 pub fn tracer_bin() -> PathBuf {
     std::env::var_os("TRACER_BIN").map_or_else(
@@ -121,7 +143,7 @@ impl Server {
             .spawn()
             .with_context(|| format!("starting {cmd:?}"))?;
         let mut server = Server { child, port };
-        if let Err(e) = wait_for_port(port, Duration::from_secs(10)) {
+        if let Err(e) = wait_for_port(port, patience(Duration::from_secs(10))) {
             if let Ok(Some(status)) = server.child.try_wait() {
                 bail!("{cmd:?} exited with {status} before listening");
             }
@@ -271,7 +293,7 @@ impl TracerRun {
             stderr,
         };
         let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience(Duration::from_secs(30));
         loop {
             match run.stderr.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
@@ -291,7 +313,7 @@ impl TracerRun {
                 }
             }
             if Instant::now() > deadline {
-                bail!("tracer did not attach within 30s: {}", seen.join(" | "));
+                bail!("tracer did not attach in time: {}", seen.join(" | "));
             }
         }
     }
@@ -304,14 +326,14 @@ impl TracerRun {
     pub fn terminate(self) -> Result<TracerOutput> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.wait(Duration::from_mins(1))
+        self.wait(patience(Duration::from_mins(1)))
     }
 
     /// Stops the tracer as Ctrl-C would, and reads what it wrote.
     pub fn stop(self) -> Result<TracerOutput> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.wait(Duration::from_mins(1))
+        self.wait(patience(Duration::from_mins(1)))
     }
 
     /// Waits for the tracer to end by itself (duration over, or traced processes gone).

@@ -11,6 +11,8 @@ pub struct LoadResult {
     /// Responses per status code.
     pub statuses: BTreeMap<u16, u64>,
     pub errors: u64,
+    /// The median latency the client measured (hey's), in ms.
+    pub p50_ms: Option<f64>,
 }
 
 impl LoadResult {
@@ -50,6 +52,14 @@ fn parse_hey(text: &str) -> LoadResult {
         let t = line.trim();
         if t.starts_with("Error distribution") {
             in_errors = true;
+        }
+        // "50% in 0.0203 secs"
+        if let Some(secs) = t
+            .strip_prefix("50% in ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            r.p50_ms = Some(secs * 1000.0);
         }
         // "[200]	40 responses", or under errors "[3]	Get ...: EOF" (a count).
         let Some((head, tail)) = t.strip_prefix('[').and_then(|rest| rest.split_once(']')) else {
@@ -169,6 +179,9 @@ mod tests {
         assert_eq!(r.statuses.get(&503), Some(&2));
         assert_eq!(r.errors, 3);
         assert_eq!(r.responses(), 40);
+        assert_eq!(r.p50_ms, None);
+        let r = parse_hey("Latency distribution:\n  10% in 0.0017 secs\n  50% in 0.0205 secs\n");
+        assert!(r.p50_ms.is_some_and(|ms| (ms - 20.5).abs() < 1e-9));
     }
 
     #[test]

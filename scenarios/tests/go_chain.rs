@@ -8,7 +8,7 @@ use std::{process::Command, thread, time::Duration};
 
 use scenarios::{
     Server, TracerRun, free_port, go_binary,
-    harness::scratch_dir,
+    harness::{emulated, scratch_dir},
     load::{hey, wrk},
     report::{num, route, slowest, stage, stage_sum, status_count},
 };
@@ -21,9 +21,9 @@ fn basic_server() -> Server {
     Server::start(cmd, port).expect("start basic server")
 }
 
-/// `got` lies within 15% (+2 ms) of `injected_ms`, as the issue asks.
-fn assert_near_ms(what: &str, got_us: u64, injected_ms: u64) {
-    let want = injected_ms * 1000;
+/// `got` lies within 15% (+2 ms) of `want_ms`, as the issue asks.
+fn assert_near_ms(what: &str, got_us: u64, want_ms: f64) {
+    let want = (want_ms * 1000.0) as u64;
     let tolerance = want * 15 / 100 + 2000;
     assert!(
         got_us.abs_diff(want) <= tolerance,
@@ -57,12 +57,20 @@ fn handler_time_and_counts_match_the_injected_load() {
         let r = route(report, "GET", path).unwrap_or_else(|| panic!("route GET {path} missing"));
         assert_eq!(num(r, "count"), load.responses(), "GET {path} count");
         assert_eq!(status_count(r, 200), load.statuses[&200], "GET {path} 200s");
+        // An emulated CPU (cargo xtask vm-test under TCG) makes the server
+        // sleep longer than asked: there the client's measurement is the
+        // ground truth.
+        let want = if emulated() {
+            load.p50_ms.expect("hey's median latency")
+        } else {
+            f64::from(injected)
+        };
         assert_near_ms(
             &format!("GET {path} handler p50"),
             stage(r, "handler", "p50_us"),
-            injected,
+            want,
         );
-        assert_near_ms(&format!("GET {path} total p50"), num(r, "p50_us"), injected);
+        assert_near_ms(&format!("GET {path} total p50"), num(r, "p50_us"), want);
     }
 
     let r = route(report, "GET", "/stream").expect("route GET /stream");
@@ -182,16 +190,21 @@ fn connections_open_before_tracing_are_followed() {
     let _ = conn.read(&mut buf).expect("read");
     let tracer = TracerRun::record(&[server.pid()], &scratch_dir("go-preopen"), &[])
         .expect("tracer attaches");
+    let mut round_trips = Vec::new();
     for _ in 0..3 {
+        let sent = std::time::Instant::now();
         conn.write_all(b"GET /sleep/20 HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("write");
         let _ = conn.read(&mut buf).expect("read");
+        round_trips.push(sent.elapsed().as_secs_f64() * 1000.0);
     }
     drop(conn);
     let out = tracer.stop().expect("tracer stops");
     let r = route(&out.report, "GET", "/sleep/20").expect("route of the pre-opened connection");
     assert_eq!(num(r, "count"), 3);
-    assert_near_ms("handler p50", stage(r, "handler", "p50_us"), 20);
+    round_trips.sort_by(f64::total_cmp);
+    let want = if emulated() { round_trips[1] } else { 20.0 };
+    assert_near_ms("handler p50", stage(r, "handler", "p50_us"), want);
 }
 
 /// The report says what tracing cost: the kernel programs' run time, the
@@ -210,14 +223,18 @@ fn the_report_says_what_tracing_cost() {
         f("kernel_cpu_s") > 0.0 && f("userspace_cpu_s") > 0.0,
         "{cost}"
     );
-    // 2,000 requests of 2 ms of CPU each: the server used about 4 s.
-    assert!(
-        (3.0..12.0).contains(&f("traced_cpu_s")),
-        "the server's CPU: {cost}"
-    );
-    // Tracing costs microseconds a request, a few percent of 2 ms each.
-    assert!((0.5..200.0).contains(&f("per_request_us")), "{cost}");
-    assert!((0.01..10.0).contains(&f("pct_of_traced_cpu")), "{cost}");
+    assert!(f("traced_cpu_s") > 0.0, "the server's CPU: {cost}");
+    // On a real CPU (emulation multiplies every CPU figure, unevenly):
+    // 2,000 requests of 2 ms of CPU each, the server used about 4 s, and
+    // tracing costs microseconds a request, a few percent of 2 ms each.
+    if !emulated() {
+        assert!(
+            (3.0..12.0).contains(&f("traced_cpu_s")),
+            "the server's CPU: {cost}"
+        );
+        assert!((0.5..200.0).contains(&f("per_request_us")), "{cost}");
+        assert!((0.01..10.0).contains(&f("pct_of_traced_cpu")), "{cost}");
+    }
     assert_eq!(num(&out.report, "requests"), load.responses());
     assert!(out.stdout.contains("tracing cost "), "{}", out.stdout);
     // Every run is counted (a request reads at least once), some are timed.

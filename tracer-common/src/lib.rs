@@ -10,7 +10,9 @@ pub mod syscall;
 
 /// Bytes of payload captured from the first read and the first write of a
 /// request: enough for an HTTP/1.x request line or status line, never a body.
+/// A power of two: the kernel side bounds copies with a mask of it.
 pub const PAYLOAD_MAX: usize = 256;
+const _: () = assert!(PAYLOAD_MAX.is_power_of_two());
 
 /// Ring-buffer record kinds.
 pub mod kind {

@@ -347,6 +347,12 @@ fn emit_with_payload(io: IoEvent, (src, src_len): (u64, u64), want: u64) {
         count(counter::RINGBUF_FULL);
         return;
     };
+    // Older verifiers (6.1's) lose the bound above once the compiler has
+    // folded it into the min(); a volatile reload stops the folding and
+    // the mask restates 1..=PAYLOAD_MAX in a form every verifier tracks.
+    // SAFETY: reading a local.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    let len = ((len - 1) & (PAYLOAD_MAX as u64 - 1)) + 1;
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points to reserved ring-buffer memory of the right size;
     // `len` is within 1..=PAYLOAD_MAX, the size of the destination.

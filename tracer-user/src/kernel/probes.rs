@@ -355,6 +355,33 @@ fn load_object(
         .context("loading the eBPF object into the kernel")
 }
 
+/// One line for a program the verifier refused: its verdict (the log's
+/// last line before the statistics), the whole log only on request.
+fn rejected(name: &str, log: &str) -> String {
+    if std::env::var_os("TRACER_VERIFIER_LOG").is_some() {
+        return format!("kernel verifier rejected program {name}:\n{log}");
+    }
+    let lines = || log.lines().map(str::trim).filter(|l| !l.is_empty());
+    // Kernels before 5.15 lack bpf_task_pt_regs; distributions backport
+    // helpers, so the helper is what is checked, not the version.
+    if let Some(helper) = lines()
+        .find_map(|l| l.strip_prefix("unknown func "))
+        .and_then(|f| f.split('#').next())
+    {
+        return format!(
+            "this kernel lacks the BPF helper {helper} that program {name} uses: tracer needs Linux 5.15 or newer, or a kernel with it backported"
+        );
+    }
+    // The verdict closes the log, before its statistics.
+    let verdict = lines()
+        .take_while(|l| !l.starts_with("verification time") && !l.starts_with("processed "))
+        .last()
+        .unwrap_or("no verifier log");
+    format!(
+        "kernel verifier rejected program {name}: {verdict} (TRACER_VERIFIER_LOG=1 prints the whole log)"
+    )
+}
+
 /// The declared program named `name`.
 fn stand_in(name: &str) -> Result<&'static Program> {
     PROGRAMS
@@ -398,11 +425,19 @@ fn attach(
     let links: Vec<Box<dyn Send>> = match program.attach {
         Attach::BtfTracepoint(function) => {
             let p: &mut BtfTracePoint = program_mut(ebpf, name)?;
-            if p.load(function, btf).is_err() {
-                return Ok(Attached::Missing(format!(
-                    "kernel lacks BTF tracepoint {}",
-                    program.hook()
-                )));
+            match p.load(function, btf) {
+                Ok(()) => {}
+                // The verifier's refusal is a defect to report in full,
+                // not a missing hook.
+                Err(aya::programs::ProgramError::LoadError { verifier_log, .. }) => {
+                    bail!("{}", rejected(name, &verifier_log.to_string()));
+                }
+                Err(_) => {
+                    return Ok(Attached::Missing(format!(
+                        "kernel lacks BTF tracepoint {}",
+                        program.hook()
+                    )));
+                }
             }
             let id = p
                 .attach()
@@ -418,8 +453,13 @@ fn attach(
             }
             let p: &mut TracePoint = program_mut(ebpf, name)?;
             if p.fd().is_err() {
-                p.load()
-                    .with_context(|| format!("kernel verifier rejected program {name}"))?;
+                match p.load() {
+                    Ok(()) => {}
+                    Err(aya::programs::ProgramError::LoadError { verifier_log, .. }) => {
+                        bail!("{}", rejected(name, &verifier_log.to_string()));
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("loading program {name}")),
+                }
             }
             let id = p
                 .attach(group, event)
@@ -473,4 +513,30 @@ where
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name)
         .ok_or_else(|| anyhow!("eBPF object lacks map {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rejected;
+
+    #[test]
+    fn a_verifier_refusal_is_one_line_with_its_verdict() {
+        let log = "0: R1=ctx() R10=fp0\n1626: (85) call bpf_probe_read_user#112\nR2 min value is negative, either use unsigned or 'var &= const'\nverification time 762157 usec\nstack depth 416+0\n";
+        let line = rejected("sys_exit_sock_io", log);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.contains("sys_exit_sock_io: R2 min value is negative"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_missing_helper_names_the_kernel_needed() {
+        let log = "0: R1=ctx()\n37: (85) call unknown#175\nunknown func bpf_task_pt_regs#175\nprocessed 38 insns\n";
+        let line = rejected("sock_recv_length", log);
+        assert!(
+            line.contains("lacks the BPF helper bpf_task_pt_regs") && line.contains("5.15"),
+            "{line}"
+        );
+    }
 }

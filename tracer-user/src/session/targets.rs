@@ -170,6 +170,17 @@ impl Targets {
     }
 
     fn trace_process(&mut self, pid: u32, o: &mut Observers) -> Result<()> {
+        self.trace_process_named(pid, o, None)
+    }
+
+    /// [`Self::trace_process`]; `inherited` names a forked child that exits
+    /// before its name is read (until it execs, a child has its parent's).
+    fn trace_process_named(
+        &mut self,
+        pid: u32,
+        o: &mut Observers,
+        inherited: Option<String>,
+    ) -> Result<()> {
         if self.processes.iter().any(|t| t.pid == pid) {
             return Ok(());
         }
@@ -179,7 +190,10 @@ impl Targets {
         let go = runtime::is_go(Path::new(&exe));
         o.probes.trace(pid, go)?;
         o.stacks.watch(pid);
-        let comm = procfs::comm(pid).unwrap_or_else(|_| pid.to_string());
+        let comm = procfs::comm(pid)
+            .ok()
+            .or(inherited)
+            .unwrap_or_else(|| pid.to_string());
         if go {
             match Layout::of(Path::new(&exe)) {
                 Ok(layout) => {
@@ -214,20 +228,21 @@ impl Targets {
     pub fn adopt_forks(&mut self, o: &mut Observers) -> Result<bool> {
         let mut traced = false;
         for (parent, pid) in o.tracker.take_forks() {
+            let parent_comm = self
+                .processes
+                .iter()
+                .find(|t| t.pid == parent)
+                .map(|t| t.comm.clone());
             match procfs::tgid(pid) {
                 Some(tgid) if tgid != pid => o.probes.untrace(pid),
                 Some(_) if procfs::is_alive(pid) => {
-                    self.trace_process(pid, o)?;
+                    self.trace_process_named(pid, o, parent_comm)?;
                     traced = true;
                 }
                 _ => {
                     o.probes.untrace(pid);
                     if !self.processes.iter().any(|t| t.pid == pid) {
-                        let comm = self
-                            .processes
-                            .iter()
-                            .find(|t| t.pid == parent)
-                            .map_or_else(|| pid.to_string(), |t| t.comm.clone());
+                        let comm = parent_comm.unwrap_or_else(|| pid.to_string());
                         self.processes.push(Process {
                             pid,
                             comm,

@@ -120,6 +120,11 @@ fn qemu(image: &Image, initrd: &Path, accel: Accel, probe: bool) -> Command {
     if probe {
         append.push_str(" tracer.probe");
     }
+    // Emulation runs code 10-30x slower: servers take longer to start.
+    append.push_str(match accel {
+        Accel::Kvm => " tracer.slowdown=1",
+        Accel::Tcg => " tracer.slowdown=10",
+    });
     cmd.args([
         "-smp", "2", "-m", "4G", "-display", "none", "-serial", "stdio",
     ])

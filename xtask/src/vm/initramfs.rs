@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use scenarios::workspace_root;
 
-use super::kernels::Image;
+use super::{NOT_UNDER_EMULATION, kernels::Image};
 
 /// Modules the guest needs before it can see the host's files; a kernel
 /// that builds one in simply lists no file for it.
@@ -27,7 +27,7 @@ pub const UP_MARK: &str = "tracer-vm: up";
 /// Builds `target/vm/<release>.initrd` running `tests` (filtered) in the guest.
 pub fn build(
     image: &Image,
-    tests: &[PathBuf],
+    tests: &[(&str, PathBuf)],
     filter: Option<&str>,
     work: &Path,
 ) -> Result<PathBuf> {
@@ -153,8 +153,10 @@ echo o > /proc/sysrq-trigger
 "#;
 
 /// The script run on the host's files: fresh kernel file systems, the
-/// loopback interface, then each test binary in turn.
-fn stage2(tests: &[PathBuf], filter: Option<&str>) -> String {
+/// loopback interface, then each test binary in turn. `tracer.slowdown=N`
+/// on the kernel command line stretches the tests' waits (not their
+/// tolerances).
+fn stage2(tests: &[(&str, PathBuf)], filter: Option<&str>) -> String {
     let path = std::env::var("PATH").unwrap_or_default();
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let mut s = format!(
@@ -169,6 +171,8 @@ mount -t tmpfs tmpfs /run
 ip link set lo up
 ulimit -n 1048576
 export PATH='{path}' HOME='{home}'
+# How much slower than the host the guest runs: the tests' waits stretch.
+export TRACER_TEST_SLOWDOWN=$(sed -n 's/.*tracer.slowdown=\([0-9]*\).*/\1/p' /proc/cmdline)
 echo "tracer-vm: kernel $(uname -r)"
 cd '{}'
 status=0
@@ -176,10 +180,24 @@ status=0
         workspace_root().join("scenarios").display()
     );
     let filter = filter.map(|f| format!(" '{f}'")).unwrap_or_default();
-    for test in tests {
+    for (target, test) in tests {
+        let skips = NOT_UNDER_EMULATION
+            .iter()
+            .filter(|(t, ..)| t == target)
+            .fold(String::new(), |mut out, (_, name, _)| {
+                let _ = write!(out, " --skip {name}");
+                out
+            });
+        if !skips.is_empty() {
+            let _ = writeln!(
+                s,
+                "skip=; [ \"$TRACER_TEST_SLOWDOWN\" -gt 1 ] && skip='{skips}' && echo \"tracer-vm: under emulation, {target} runs without{skips}\""
+            );
+        }
+        let skip = if skips.is_empty() { "" } else { " $skip" };
         let _ = writeln!(
             s,
-            "'{}' --include-ignored --test-threads=1{filter} || status=1",
+            "'{}' --include-ignored --test-threads=1{filter}{skip} || status=1",
             test.display()
         );
     }
