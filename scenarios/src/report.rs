@@ -35,3 +35,15 @@ pub fn stage_sum(slow: &Value) -> u64 {
         .as_object()
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }
+
+/// A traced time (µs) of requests that slept `injected_ms` each and took
+/// `client_ms` as their client saw them: no less than the sleep, no more
+/// than the client's (2 ms either side for rounding and timer slack). The
+/// bracket that holds where timings stretch, on an emulated CPU.
+pub fn assert_between_sleep_and_client(what: &str, got_us: u64, injected_ms: f64, client_ms: f64) {
+    let (low, high) = ((injected_ms - 2.0) * 1000.0, (client_ms + 2.0) * 1000.0);
+    assert!(
+        (low..=high).contains(&(got_us as f64)),
+        "{what}: {got_us} µs, outside the injected {injected_ms} ms and the client's {client_ms:.1} ms"
+    );
+}

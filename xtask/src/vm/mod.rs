@@ -18,6 +18,7 @@ use anyhow::{Result, bail};
 use scenarios::workspace_root;
 
 use crate::sh;
+pub use kernels::Kernel;
 
 /// The integration test targets run in each guest: those whose outcome
 /// hangs on the kernel's hooks, struct layouts and drop reasons.
@@ -38,19 +39,24 @@ pub const NOT_UNDER_EMULATION: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Boots each kernel named (`6.1`, `6.12`, or `all`) and runs [`IN_VM`] in it.
-pub fn run(kernel: &str, filter: Option<&str>) -> Result<()> {
+/// The kernels named by `--kernel` (`6.1`, `6.12` or `all`), checked
+/// before anything is built.
+pub fn choose(kernel: &str) -> Result<Vec<&'static Kernel>> {
     if !sh::is_root() {
         bail!(
             "the tests in the VM load eBPF programs, and setting up installs packages: run cargo xtask vm-test as root"
         );
     }
-    let chosen = kernels::choose(kernel)?;
+    kernels::choose(kernel)
+}
+
+/// Boots each kernel and runs [`IN_VM`] in it.
+pub fn run(chosen: &[&Kernel], filter: Option<&str>) -> Result<()> {
     crate::setup::vm_packages()?;
     let tests = test_binaries()?;
     let work = workspace_root().join("target/vm");
     let mut failed = Vec::new();
-    for k in chosen {
+    for &k in chosen {
         let started = Instant::now();
         let image = kernels::fetch(k, &work)?;
         let initrd = initramfs::build(&image, &tests, filter, &work)?;
