@@ -153,7 +153,8 @@ echo o > /proc/sysrq-trigger
 "#;
 
 /// The script run on the host's files: fresh kernel file systems, the
-/// loopback interface, then each test binary in turn. `tracer.slowdown=N`
+/// loopback interface, then each test binary in turn. `/tmp` stays the
+/// host's (written to the overlay): a checkout may live there. `tracer.slowdown=N`
 /// on the kernel command line stretches the tests' waits (not their
 /// tolerances).
 fn stage2(tests: &[(&str, PathBuf)], filter: Option<&str>) -> String {
@@ -166,7 +167,6 @@ mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 ip link set lo up
 ulimit -n 1048576
