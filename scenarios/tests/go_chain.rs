@@ -101,9 +101,10 @@ fn handler_time_and_counts_match_the_injected_load() {
 
     let r = route(report, "GET", "/fast").expect("route GET /fast");
     let seen = num(r, "count");
-    // wrk does not count the requests in flight when it stops (at most one per connection).
+    // wrk does not count the requests in flight when it stops: at most
+    // one per connection, of its 10.
     assert!(
-        seen >= fast && seen <= fast + 10 && seen.abs_diff(fast) * 100 <= fast,
+        seen >= fast && seen <= fast + 10,
         "GET /fast: tracer {seen}, wrk {fast}"
     );
 

@@ -154,9 +154,9 @@ echo o > /proc/sysrq-trigger
 
 /// The script run on the host's files: fresh kernel file systems, the
 /// loopback interface, then each test binary in turn. `/tmp` stays the
-/// host's (written to the overlay): a checkout may live there. `tracer.slowdown=N`
-/// on the kernel command line stretches the tests' waits (not their
-/// tolerances).
+/// host's (written to the overlay): a checkout may live there.
+/// `tracer.slowdown=N` on the kernel command line stretches the tests'
+/// waits (not their tolerances).
 fn stage2(tests: &[(&str, PathBuf)], filter: Option<&str>) -> String {
     let path = std::env::var("PATH").unwrap_or_default();
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
