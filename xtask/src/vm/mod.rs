@@ -50,6 +50,16 @@ pub fn choose(kernel: &str) -> Result<Vec<&'static Kernel>> {
     kernels::choose(kernel)
 }
 
+/// Whether this host has hardware virtualization (KVM's Intel or AMD
+/// module), under which the VMs run at full speed; other KVMs (nested PVM)
+/// cannot boot Debian's kernels, and emulation is too slow for every test run.
+pub fn hardware_kvm() -> bool {
+    ["kvm_intel", "kvm_amd"]
+        .iter()
+        .any(|m| std::path::Path::new("/sys/module").join(m).exists())
+        && std::path::Path::new("/dev/kvm").exists()
+}
+
 /// Boots each kernel and runs [`IN_VM`] in it.
 pub fn run(chosen: &[&Kernel], filter: Option<&str>) -> Result<()> {
     crate::setup::vm_packages()?;
