@@ -47,3 +47,13 @@ pub fn assert_between_sleep_and_client(what: &str, got_us: u64, injected_ms: f64
         "{what}: {got_us} µs, outside the injected {injected_ms} ms and the client's {client_ms:.1} ms"
     );
 }
+
+/// A traced time (µs) within 15% (+2 ms) of `want_ms`.
+pub fn assert_near_ms(what: &str, got_us: u64, want_ms: f64) {
+    let want = (want_ms * 1000.0) as u64;
+    let tolerance = want * 15 / 100 + 2000;
+    assert!(
+        got_us.abs_diff(want) <= tolerance,
+        "{what}: {got_us} µs, expected {want} µs (±{tolerance})"
+    );
+}

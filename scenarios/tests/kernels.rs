@@ -16,7 +16,7 @@ use scenarios::{
     Server, TracerRun, free_port, go_binary,
     harness::{emulated, scratch_dir},
     load::hey,
-    report::{assert_between_sleep_and_client, num, route, stage},
+    report::{assert_between_sleep_and_client, assert_near_ms, num, route, stage},
     tracer_bin,
 };
 
@@ -34,16 +34,6 @@ fn btf_names(name: &str) -> bool {
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
     let needle = format!("{name}\0");
     btf.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-/// `got_us` lies within 15% (+2 ms) of `want_ms`.
-fn assert_near_ms(what: &str, got_us: u64, want_ms: f64) {
-    let want = (want_ms * 1000.0) as u64;
-    let tolerance = want * 15 / 100 + 2000;
-    assert!(
-        got_us.abs_diff(want) <= tolerance,
-        "{what}: {got_us} µs, expected {want} µs (±{tolerance})"
-    );
 }
 
 /// The chain of the basic server's sleeping and streaming routes, traced
