@@ -1,6 +1,7 @@
 //! HTTP/1.x request and status lines, from the first bytes of a request's
-//! first read and its response's first write. Nothing past the first line is
-//! looked at, and nothing is kept but method, path and status.
+//! first read and its response's first write, and the framing of a request
+//! head captured whole. Nothing is kept but method, path, status and body
+//! length.
 
 /// `METHOD path` (path without query string) of an HTTP/1.x request line,
 /// in one allocation: the route label requests are grouped by.
@@ -80,6 +81,27 @@ pub fn last_two(before: [u8; 2], bytes: &[u8]) -> [u8; 2] {
     }
 }
 
+/// Body bytes that follow a request head (`head` without its request line
+/// or with it), from its header lines: Content-Length's value, or 0 with
+/// neither it nor Transfer-Encoding (RFC 9112 §6.3). `None` when the body's
+/// end cannot be told from the head: chunked, or an unreadable length.
+pub fn body_length(head: &[u8]) -> Option<u64> {
+    let mut length = 0;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return None;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            length = std::str::from_utf8(value).ok()?.parse().ok()?;
+        }
+    }
+    Some(length)
+}
+
 /// Splits a route label back into method and path.
 pub fn split_label(label: &str) -> (&str, &str) {
     label.split_once(' ').unwrap_or((label, ""))
@@ -129,6 +151,21 @@ fn ascii(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_length_from_the_head() {
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(body_length(get), Some(0));
+        let post = b"POST /f HTTP/1.1\r\nHost: x\r\ncontent-LENGTH:  12 \r\n\r\n";
+        assert_eq!(body_length(post), Some(12));
+        let chunked = b"POST /f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(body_length(chunked), None);
+        let bad = b"POST /f HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n";
+        assert_eq!(body_length(bad), None);
+        // A header value naming Content-Length is not the header.
+        let named = b"GET / HTTP/1.1\r\nX-Note: Content-Length: 5\r\n\r\n";
+        assert_eq!(body_length(named), Some(0));
+    }
 
     #[test]
     fn pipelined_requests_are_counted() {

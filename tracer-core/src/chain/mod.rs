@@ -278,17 +278,33 @@ struct Pending {
     unsure: bool,
     /// Requests seen pipelined behind this one in its reads.
     pipelined: u32,
+    /// Body bytes still to come, when the head framed them (its first read
+    /// held it whole); `None` when that cannot be told.
+    body_left: Option<u64>,
 }
 
 impl Pending {
     /// Looks for the empty line that ends HTTP headers in a read's bytes.
     fn scan_headers(&mut self, payload: &[u8], ret: i64) {
-        if payload.len() as i64 != ret {
+        let whole = payload.len() as i64 == ret;
+        if !whole {
             self.unsure = true;
+        }
+        if self.read_whole() && http::parse_request_line(payload).is_some() {
+            // A request read after this one's end: the client pipelines.
+            self.pipelined += 1;
+        }
+        if self.headers_done {
+            self.body_left = self.body_left.map(|n| n.saturating_sub(ret as u64));
         }
         // Each end of headers in the read: this request's, and any request
         // pipelined behind it whose line follows.
         for end in http::header_ends(self.tail, payload) {
+            if !self.headers_done && whole && self.bytes_in == 0 {
+                let after = (ret as u64).saturating_sub(end as u64);
+                self.body_left =
+                    http::body_length(&payload[..end]).map(|n| n.saturating_sub(after));
+            }
             self.headers_done = true;
             if http::parse_request_line(&payload[end..]).is_some() {
                 self.pipelined += 1;
@@ -303,10 +319,87 @@ impl Pending {
         !self.headers_done && !self.unsure && self.bytes_in > 0
     }
 
+    /// The request's head and body were all read: by its framing, what
+    /// comes next is another request's.
+    fn read_whole(&self) -> bool {
+        self.headers_done && self.body_left == Some(0)
+    }
+
     fn parse_request(&mut self, head: &[u8]) {
         if let Some(route) = http::route_label(head) {
             self.route = Some(route);
         }
+    }
+}
+
+/// A read kept aside, with its bytes, until it is known whose it is.
+#[derive(Clone, Debug)]
+struct Held {
+    by: Worker,
+    enter_ns: u64,
+    exit_ns: u64,
+    ret: i64,
+    ready_ns: u64,
+    payload: Vec<u8>,
+}
+
+impl Held {
+    fn of(io: &Io) -> Self {
+        Held {
+            by: io.by,
+            enter_ns: io.enter_ns,
+            exit_ns: io.exit_ns,
+            ret: io.ret,
+            ready_ns: io.ready_ns,
+            payload: io.payload.to_vec(),
+        }
+    }
+
+    fn io(&self) -> Io<'_> {
+        Io {
+            by: self.by,
+            enter_ns: self.enter_ns,
+            exit_ns: self.exit_ns,
+            ret: self.ret,
+            ready_ns: self.ready_ns,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// The requests one event completed: none, one, or two (the one in
+/// progress and the next, begun by a read held for it).
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Done([Option<Request>; 2]);
+
+impl Done {
+    fn push(&mut self, request: Option<Request>) {
+        if let Some(r) = request {
+            let slot = usize::from(self.0[0].is_some());
+            self.0[slot] = Some(r);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0[0].is_none()
+    }
+
+    /// The one request completed, for tests of single requests.
+    #[cfg(test)]
+    fn single(self) -> Option<Request> {
+        let [first, second] = self.0;
+        assert!(second.is_none(), "two requests completed: {second:?}");
+        first
+    }
+}
+
+impl IntoIterator for Done {
+    type Item = Request;
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<Request>, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter().flatten()
     }
 }
 
@@ -321,6 +414,9 @@ pub struct Connection {
     prev_end_ns: Option<u64>,
     phase: Phase,
     pending: Option<Pending>,
+    /// The next request's first bytes, read before this request's response
+    /// was seen (see `on_read`).
+    early: Option<Held>,
     served: u32,
 }
 
@@ -333,6 +429,7 @@ impl Connection {
             prev_end_ns: None,
             phase: Phase::Idle,
             pending: None,
+            early: None,
             served: 0,
         }
     }
@@ -379,10 +476,37 @@ impl Connection {
     }
 
     /// A read returned. Yields the previous request if this read starts a new one.
-    pub fn on_read(&mut self, io: &Io) -> Option<Request> {
+    ///
+    /// A read past the end its head framed, of a fragment of a request,
+    /// before any response byte, is the next request's first bytes, held
+    /// until this request's response is seen. Go's background read takes
+    /// the next request's first byte as soon as the client sends it, and
+    /// that read can be recorded before the response write that let the
+    /// client send it: taken as this request's, it would cut the next
+    /// request's method short. A whole request read there is the client
+    /// pipelining: merged and counted, as pipelining is.
+    pub fn on_read(&mut self, io: &Io) -> Done {
+        let mut done = Done::default();
         if nothing_happened(io.ret) {
-            return None;
+            return done;
         }
+        if self.phase == Phase::Writing {
+            done.push(self.finish(Outcome::Complete, 0));
+        }
+        let read_whole =
+            self.phase == Phase::Reading && self.pending.as_ref().is_some_and(Pending::read_whole);
+        if read_whole && self.early.is_none() && io.ret > 0 && is_fragment(io) {
+            self.early = Some(Held::of(io));
+            return done;
+        }
+        if let Some(early) = self.early.take() {
+            done.push(self.read(&early.io()));
+        }
+        done.push(self.read(io));
+        done
+    }
+
+    fn read(&mut self, io: &Io) -> Option<Request> {
         if io.ret <= 0 {
             return self.client_gone(io.exit_ns);
         }
@@ -408,7 +532,13 @@ impl Connection {
     }
 
     /// A write returned. Yields the request if the client went away.
-    pub fn on_write(&mut self, io: &Io) -> Option<Request> {
+    pub fn on_write(&mut self, io: &Io) -> Done {
+        let mut done = Done::default();
+        done.push(self.write(io));
+        done
+    }
+
+    fn write(&mut self, io: &Io) -> Option<Request> {
         if nothing_happened(io.ret) {
             return None;
         }
@@ -442,21 +572,31 @@ impl Connection {
     }
 
     /// The server closed its end.
-    pub fn on_close(&mut self, ts: u64) -> Option<Request> {
-        match self.phase {
-            Phase::Idle => None,
-            Phase::Reading => self.finish(Outcome::ServerClosed, ts),
-            Phase::Writing => self.finish(Outcome::Complete, 0),
-        }
+    pub fn on_close(&mut self, ts: u64) -> Done {
+        self.settle(Outcome::ServerClosed, ts)
     }
 
     /// Tracing stopped at `ts`: settle what is in progress.
-    pub fn on_trace_end(&mut self, ts: u64) -> Option<Request> {
-        match self.phase {
-            Phase::Idle => None,
-            Phase::Reading => self.finish(Outcome::Unanswered, ts),
-            Phase::Writing => self.finish(Outcome::Complete, 0),
+    pub fn on_trace_end(&mut self, ts: u64) -> Done {
+        self.settle(Outcome::Unanswered, ts)
+    }
+
+    /// Ends what is in progress: a request without a response ends with
+    /// `unanswered`, and the next one, if its first bytes were held, too.
+    fn settle(&mut self, unanswered: Outcome, ts: u64) -> Done {
+        let mut done = Done::default();
+        if let Some(early) = self.early.take() {
+            if self.phase == Phase::Writing {
+                done.push(self.finish(Outcome::Complete, 0));
+            }
+            done.push(self.read(&early.io()));
         }
+        done.push(match self.phase {
+            Phase::Idle => None,
+            Phase::Reading => self.finish(unanswered, ts),
+            Phase::Writing => self.finish(Outcome::Complete, 0),
+        });
+        done
     }
 
     /// EOF or error on read: the client is gone.
@@ -546,6 +686,11 @@ impl Connection {
     }
 }
 
+/// A read whose bytes were all captured and hold no end of a request head.
+fn is_fragment(io: &Io) -> bool {
+    io.payload.len() as i64 == io.ret && http::header_ends([0; 2], io.payload).next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,13 +729,13 @@ mod tests {
         c.set_established(90 * MS);
         assert!(
             c.on_read(&read(105, 80, 102, b"GET /slow?x=1 HTTP/1.1\r\n"))
-                .is_none()
+                .is_empty()
         );
         assert!(
             c.on_write(&write(305, 306, 120, b"HTTP/1.1 200 OK\r\n"))
-                .is_none()
+                .is_empty()
         );
-        let r = c.on_close(310 * MS).expect("request");
+        let r = c.on_close(310 * MS).single().expect("request");
         assert_eq!(
             (r.method(), r.path(), r.status),
             (Some("GET"), Some("/slow"), Some(200))
@@ -613,9 +758,15 @@ mod tests {
         let mut c = Connection::accepted(100 * MS);
         c.set_established(50 * MS);
         // Bytes arrived at 60 ms, while the connection was still in the accept queue.
-        c.on_read(&read(101, 80, 60, b"GET / HTTP/1.1\r\n"));
-        c.on_write(&write(102, 102, 10, b"HTTP/1.1 200 OK\r\n"));
-        let r = c.on_trace_end(200 * MS).expect("request");
+        assert!(
+            c.on_read(&read(101, 80, 60, b"GET / HTTP/1.1\r\n"))
+                .is_empty()
+        );
+        assert!(
+            c.on_write(&write(102, 102, 10, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        let r = c.on_trace_end(200 * MS).single().expect("request");
         assert_eq!(ms(&r, Stage::AcceptQueue), 50);
         assert_eq!(ms(&r, Stage::ReadWait), 1);
         assert_eq!(ms(&r, Stage::Idle), 0);
@@ -625,14 +776,20 @@ mod tests {
     #[test]
     fn reads_and_writes_that_would_block_change_nothing() {
         let mut c = Connection::accepted(0);
-        assert!(c.on_read(&read(5, -EAGAIN, 0, b"")).is_none());
-        c.on_read(&read(10, 80, 9, b"GET /a HTTP/1.1\r\n"));
-        assert!(c.on_read(&read(11, -EAGAIN, 0, b"")).is_none());
-        c.on_write(&write(30, 30, 4096, b"HTTP/1.1 200 OK\r\n"));
-        assert!(c.on_write(&write(31, 31, -EAGAIN, b"")).is_none());
-        c.on_write(&write(40, 41, 4096, b""));
-        assert!(c.on_read(&read(50, -EAGAIN, 0, b"")).is_none());
-        let r = c.on_trace_end(60 * MS).expect("request");
+        assert!(c.on_read(&read(5, -EAGAIN, 0, b"")).is_empty());
+        assert!(
+            c.on_read(&read(10, 80, 9, b"GET /a HTTP/1.1\r\n"))
+                .is_empty()
+        );
+        assert!(c.on_read(&read(11, -EAGAIN, 0, b"")).is_empty());
+        assert!(
+            c.on_write(&write(30, 30, 4096, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        assert!(c.on_write(&write(31, 31, -EAGAIN, b"")).is_empty());
+        assert!(c.on_write(&write(40, 41, 4096, b"")).is_empty());
+        assert!(c.on_read(&read(50, -EAGAIN, 0, b"")).is_empty());
+        let r = c.on_trace_end(60 * MS).single().expect("request");
         assert_eq!(r.outcome, Outcome::Complete);
         assert_eq!(ms(&r, Stage::Handler), 20);
         assert_eq!(ms(&r, Stage::ResponseWrite), 11);
@@ -641,11 +798,17 @@ mod tests {
     #[test]
     fn request_split_over_several_reads() {
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, 100, 9, b"POST /upload HTTP/1.1\r\n"));
-        c.on_read(&read(40, 4000, 39, b""));
-        c.on_read(&read(70, 4000, 69, b""));
-        c.on_write(&write(75, 76, 50, b"HTTP/1.1 201 Created\r\n"));
-        let r = c.on_close(80 * MS).expect("request");
+        assert!(
+            c.on_read(&read(10, 100, 9, b"POST /upload HTTP/1.1\r\n"))
+                .is_empty()
+        );
+        assert!(c.on_read(&read(40, 4000, 39, b"")).is_empty());
+        assert!(c.on_read(&read(70, 4000, 69, b"")).is_empty());
+        assert!(
+            c.on_write(&write(75, 76, 50, b"HTTP/1.1 201 Created\r\n"))
+                .is_empty()
+        );
+        let r = c.on_close(80 * MS).single().expect("request");
         assert_eq!(r.path(), Some("/upload"));
         assert_eq!(r.status, Some(201));
         assert_eq!(ms(&r, Stage::RequestRead), 60);
@@ -664,7 +827,7 @@ mod tests {
         }
         // EOF from the client after the last response.
         done.extend(c.on_read(&read(600, 0, 0, b"")));
-        assert!(c.on_close(601 * MS).is_none());
+        assert!(c.on_close(601 * MS).is_empty());
         assert_eq!(done.len(), 5);
         for (i, r) in done.iter().enumerate() {
             assert_eq!(r.seq, i as u32);
@@ -680,16 +843,23 @@ mod tests {
     #[test]
     fn client_closing_mid_response() {
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, 80, 9, b"GET /big HTTP/1.1\r\n"));
-        c.on_write(&write(20, 21, 65536, b"HTTP/1.1 200 OK\r\n"));
-        c.on_write(&write(21, 30, 65536, b""));
+        assert!(
+            c.on_read(&read(10, 80, 9, b"GET /big HTTP/1.1\r\n"))
+                .is_empty()
+        );
+        assert!(
+            c.on_write(&write(20, 21, 65536, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        assert!(c.on_write(&write(21, 30, 65536, b"")).is_empty());
         let r = c
             .on_write(&write(30, 35, -32, b""))
+            .single()
             .expect("request ends on EPIPE");
         assert_eq!(r.outcome, Outcome::ClientClosed);
         assert_eq!(r.status, Some(200));
         assert_eq!(ms(&r, Stage::ResponseWrite), 15);
-        assert!(c.on_close(40 * MS).is_none());
+        assert!(c.on_close(40 * MS).is_empty());
     }
 
     /// Headers sent in part, then a reset 200 ms later: the client never
@@ -698,17 +868,20 @@ mod tests {
     fn a_request_never_finished_is_request_read() {
         let head = b"GET /slow HTTP/1.1\r\nHost: x\r\n";
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, head.len() as i64, 9, head));
-        let r = c.on_read(&read(210, -104, 0, b"")).expect("reset");
+        assert!(c.on_read(&read(10, head.len() as i64, 9, head)).is_empty());
+        let r = c.on_read(&read(210, -104, 0, b"")).single().expect("reset");
         assert_eq!(r.outcome, Outcome::ClientClosed);
         assert_eq!(ms(&r, Stage::RequestRead), 200);
         assert_eq!(ms(&r, Stage::Handler), 0);
         // The same request with its empty line, then a reset: the handler ran.
         let done = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, 20, 9, &done[..20]));
-        c.on_read(&read(11, (done.len() - 20) as i64, 0, &done[20..]));
-        let r = c.on_read(&read(211, -104, 0, b"")).expect("reset");
+        assert!(c.on_read(&read(10, 20, 9, &done[..20])).is_empty());
+        assert!(
+            c.on_read(&read(11, (done.len() - 20) as i64, 0, &done[20..]))
+                .is_empty()
+        );
+        let r = c.on_read(&read(211, -104, 0, b"")).single().expect("reset");
         assert_eq!(ms(&r, Stage::RequestRead), 1);
         assert_eq!(
             ms(&r, Stage::Handler),
@@ -720,8 +893,14 @@ mod tests {
     #[test]
     fn client_giving_up_while_handler_runs() {
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, 80, 9, b"GET /hang HTTP/1.1\r\n"));
-        let r = c.on_read(&read(510, 0, 0, b"")).expect("abandoned request");
+        assert!(
+            c.on_read(&read(10, 80, 9, b"GET /hang HTTP/1.1\r\n"))
+                .is_empty()
+        );
+        let r = c
+            .on_read(&read(510, 0, 0, b""))
+            .single()
+            .expect("abandoned request");
         assert_eq!(r.outcome, Outcome::ClientClosed);
         assert_eq!(ms(&r, Stage::Handler), 500);
         assert_eq!(r.status, None);
@@ -730,8 +909,14 @@ mod tests {
     #[test]
     fn server_that_never_answers() {
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, 80, 9, b"GET /hang HTTP/1.1\r\n"));
-        let r = c.on_trace_end(5010 * MS).expect("unanswered request");
+        assert!(
+            c.on_read(&read(10, 80, 9, b"GET /hang HTTP/1.1\r\n"))
+                .is_empty()
+        );
+        let r = c
+            .on_trace_end(5010 * MS)
+            .single()
+            .expect("unanswered request");
         assert_eq!(r.outcome, Outcome::Unanswered);
         assert_eq!(ms(&r, Stage::Handler), 5000);
         assert_eq!(ms(&r, Stage::ResponseWrite), 0);
@@ -740,8 +925,8 @@ mod tests {
     #[test]
     fn server_closing_without_response() {
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, 20, 9, b"GET /sl"));
-        let r = c.on_close(3010 * MS).expect("request");
+        assert!(c.on_read(&read(10, 20, 9, b"GET /sl")).is_empty());
+        let r = c.on_close(3010 * MS).single().expect("request");
         assert_eq!(r.outcome, Outcome::ServerClosed);
         assert_eq!(r.route, None);
     }
@@ -749,16 +934,25 @@ mod tests {
     #[test]
     fn interim_response_does_not_end_the_request() {
         let mut c = Connection::accepted(0);
-        c.on_read(&read(
-            10,
-            100,
-            9,
-            b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\n",
-        ));
-        c.on_write(&write(11, 11, 25, b"HTTP/1.1 100 Continue\r\n\r\n"));
-        c.on_read(&read(50, 1000, 49, b"body"));
-        c.on_write(&write(60, 61, 30, b"HTTP/1.1 204 No Content\r\n"));
-        let r = c.on_trace_end(100 * MS).expect("request");
+        assert!(
+            c.on_read(&read(
+                10,
+                100,
+                9,
+                b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\n",
+            ))
+            .is_empty()
+        );
+        assert!(
+            c.on_write(&write(11, 11, 25, b"HTTP/1.1 100 Continue\r\n\r\n"))
+                .is_empty()
+        );
+        assert!(c.on_read(&read(50, 1000, 49, b"body")).is_empty());
+        assert!(
+            c.on_write(&write(60, 61, 30, b"HTTP/1.1 204 No Content\r\n"))
+                .is_empty()
+        );
+        let r = c.on_trace_end(100 * MS).single().expect("request");
         assert_eq!(r.status, Some(204));
         assert_eq!(ms(&r, Stage::RequestRead), 40);
         assert_eq!(r.seq, 0, "one request, not two");
@@ -767,9 +961,15 @@ mod tests {
     #[test]
     fn unknown_ready_time_and_unknown_accept() {
         let mut c = Connection::already_open();
-        c.on_read(&read(10, 80, 0, b"GET / HTTP/1.1\r\n"));
-        c.on_write(&write(12, 12, 10, b"HTTP/1.1 200 OK\r\n"));
-        let r = c.on_trace_end(20 * MS).expect("request");
+        assert!(
+            c.on_read(&read(10, 80, 0, b"GET / HTTP/1.1\r\n"))
+                .is_empty()
+        );
+        assert!(
+            c.on_write(&write(12, 12, 10, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        let r = c.on_trace_end(20 * MS).single().expect("request");
         assert_eq!(ms(&r, Stage::ReadWait), 0);
         assert_eq!(ms(&r, Stage::Idle), 0);
         assert_eq!(ms(&r, Stage::Handler), 2);
@@ -779,14 +979,144 @@ mod tests {
     fn request_line_split_over_reads() {
         // Go's background read can take the first byte of the next request alone.
         let mut c = Connection::accepted(0);
-        c.on_read(&read(10, 1, 9, b"G"));
-        c.on_read(&read(11, 60, 0, b"ET /split HTTP/1.1\r\nHost: x\r\n\r\n"));
-        c.on_write(&write(12, 12, 40, b"HTTP/1.1 "));
-        c.on_write(&write(12, 13, 40, b"503 Busy\r\n"));
-        let r = c.on_trace_end(20 * MS).expect("request");
+        assert!(c.on_read(&read(10, 1, 9, b"G")).is_empty());
+        assert!(
+            c.on_read(&read(11, 60, 0, b"ET /split HTTP/1.1\r\nHost: x\r\n\r\n"))
+                .is_empty()
+        );
+        assert!(c.on_write(&write(12, 12, 40, b"HTTP/1.1 ")).is_empty());
+        assert!(c.on_write(&write(12, 13, 40, b"503 Busy\r\n")).is_empty());
+        let r = c.on_trace_end(20 * MS).single().expect("request");
         assert_eq!((r.method(), r.path()), (Some("GET"), Some("/split")));
         assert_eq!(r.status, Some(503));
         assert_eq!(ms(&r, Stage::ResponseWrite), 1);
+    }
+
+    const GET_A: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    /// Go's background read takes the next request's first byte, and is
+    /// recorded before the response write that let the client send it.
+    #[test]
+    fn next_requests_first_byte_recorded_before_the_response() {
+        let mut c = Connection::accepted(0);
+        assert!(
+            c.on_read(&read(10, GET_A.len() as i64, 9, GET_A))
+                .is_empty()
+        );
+        assert!(c.on_read(&read(30, 1, 30, b"G")).is_empty());
+        assert!(
+            c.on_write(&write(30, 30, 40, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        let first = c
+            .on_read(&read(31, 32, 0, b"ET /b HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .single()
+            .expect("the first request ends");
+        assert_eq!(first.path(), Some("/a"));
+        assert_eq!(ms(&first, Stage::RequestRead), 0);
+        assert_eq!(ms(&first, Stage::Handler), 20);
+        assert_eq!(first.bytes_in, GET_A.len() as u64);
+        assert!(
+            c.on_write(&write(40, 40, 40, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        let second = c
+            .on_trace_end(50 * MS)
+            .single()
+            .expect("the second request");
+        assert_eq!((second.method(), second.path()), (Some("GET"), Some("/b")));
+        assert_eq!(second.bytes_in, 33);
+        assert_eq!(ms(&second, Stage::RequestRead), 1);
+        assert_eq!(ms(&second, Stage::Handler), 9);
+    }
+
+    /// The next request's first byte held, then the connection ends: both
+    /// requests are reported, neither merged into the other.
+    #[test]
+    fn held_first_byte_of_a_request_never_finished() {
+        for end in [Connection::on_close, Connection::on_trace_end] {
+            let mut c = Connection::accepted(0);
+            assert!(
+                c.on_read(&read(10, GET_A.len() as i64, 9, GET_A))
+                    .is_empty()
+            );
+            assert!(c.on_read(&read(30, 1, 30, b"G")).is_empty());
+            assert!(
+                c.on_write(&write(30, 30, 40, b"HTTP/1.1 200 OK\r\n"))
+                    .is_empty()
+            );
+            let done: Vec<_> = end(&mut c, 90 * MS).into_iter().collect();
+            assert_eq!(done.len(), 2);
+            assert_eq!(done[0].outcome, Outcome::Complete);
+            assert_eq!(ms(&done[0], Stage::Handler), 20);
+            assert_ne!(done[1].outcome, Outcome::Complete);
+            assert_eq!((done[1].bytes_in, done[1].route.as_deref()), (1, None));
+        }
+        // The client sends one byte and goes away.
+        let mut c = Connection::accepted(0);
+        assert!(
+            c.on_read(&read(10, GET_A.len() as i64, 9, GET_A))
+                .is_empty()
+        );
+        assert!(c.on_read(&read(30, 1, 30, b"G")).is_empty());
+        assert!(
+            c.on_write(&write(30, 30, 40, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        let done: Vec<_> = c.on_read(&read(60, 0, 0, b"")).into_iter().collect();
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[1].outcome, Outcome::ClientClosed);
+    }
+
+    /// Reads the head frames as the body stay the request's.
+    #[test]
+    fn body_reads_after_the_head_are_the_requests() {
+        let head = b"POST /f HTTP/1.1\r\nContent-Length: 6\r\n\r\n";
+        let mut c = Connection::accepted(0);
+        assert!(c.on_read(&read(10, head.len() as i64, 9, head)).is_empty());
+        assert!(c.on_read(&read(20, 3, 20, b"abc")).is_empty());
+        assert!(c.on_read(&read(30, 3, 30, b"def")).is_empty());
+        assert!(
+            c.on_write(&write(35, 35, 40, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        let r = c.on_trace_end(50 * MS).single().expect("request");
+        assert_eq!(r.path(), Some("/f"));
+        assert_eq!(ms(&r, Stage::RequestRead), 20);
+        assert_eq!(ms(&r, Stage::Handler), 5);
+        assert_eq!(r.bytes_in, head.len() as u64 + 6);
+        // Chunked: the end is not told by the head, every read stays.
+        let head = b"POST /f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut c = Connection::accepted(0);
+        assert!(c.on_read(&read(10, head.len() as i64, 9, head)).is_empty());
+        assert!(c.on_read(&read(20, 5, 20, b"1\r\na\r")).is_empty());
+        assert!(
+            c.on_write(&write(35, 35, 40, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        let r = c.on_trace_end(50 * MS).single().expect("request");
+        assert_eq!(ms(&r, Stage::RequestRead), 10);
+    }
+
+    /// A whole request read before the previous one's response: the client
+    /// pipelines; the two are merged and the second is counted.
+    #[test]
+    fn a_whole_request_read_early_is_pipelining() {
+        let mut c = Connection::accepted(0);
+        assert!(
+            c.on_read(&read(10, GET_A.len() as i64, 9, GET_A))
+                .is_empty()
+        );
+        assert!(
+            c.on_read(&read(12, GET_A.len() as i64, 12, GET_A))
+                .is_empty()
+        );
+        assert!(
+            c.on_write(&write(30, 30, 80, b"HTTP/1.1 200 OK\r\n"))
+                .is_empty()
+        );
+        let r = c.on_trace_end(50 * MS).single().expect("request");
+        assert_eq!((r.pipelined, r.bytes_in), (1, 2 * GET_A.len() as u64));
     }
 
     #[test]
@@ -794,8 +1124,8 @@ mod tests {
         let mut c = Connection::accepted(0);
         assert!(
             c.on_write(&write(1, 1, 20, b"220 smtp ready\r\n"))
-                .is_none()
+                .is_empty()
         );
-        assert!(c.on_trace_end(5 * MS).is_none());
+        assert!(c.on_trace_end(5 * MS).is_empty());
     }
 }

@@ -451,7 +451,7 @@ fn loss_warnings(agg: &Aggregates, c: &Counters, mut warnings: Vec<String>) -> V
     }
     if agg.pipelined() > 0 {
         warnings.push(format!(
-            "{} requests arrived pipelined behind another in one read (HTTP/1.1 pipelining): each is merged into the chain of the request before it, and not counted apart",
+            "{} requests arrived pipelined behind another, read before its response (HTTP/1.1 pipelining): each is merged into the chain of the request before it, and not counted apart",
             agg.pipelined()
         ));
     }

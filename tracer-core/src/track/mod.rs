@@ -473,8 +473,8 @@ impl Tracker {
         } else {
             conn.chain.on_write(&io)
         };
-        if let Some(req) = done {
-            let (pid, peer) = (conn.pid, conn.peer);
+        let (pid, peer) = (conn.pid, conn.peer);
+        for req in done {
             self.finish(pid, peer, req);
         }
     }
@@ -558,7 +558,7 @@ impl Tracker {
             if self.fds.get(&(conn.pid, conn.fd)) == Some(&sk) {
                 self.fds.remove(&(conn.pid, conn.fd));
             }
-            if let Some(req) = conn.chain.on_close(ts) {
+            for req in conn.chain.on_close(ts) {
                 self.finish(conn.pid, conn.peer, req);
             }
         }
@@ -642,7 +642,7 @@ impl Tracker {
         self.serving.clear();
         let conns: Vec<_> = self.conns.drain().collect();
         for (_, mut conn) in conns {
-            if let Some(req) = conn.chain.on_trace_end(ts) {
+            for req in conn.chain.on_trace_end(ts) {
                 self.finish(conn.pid, conn.peer, req);
             }
         }
