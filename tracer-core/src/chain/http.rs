@@ -87,7 +87,12 @@ pub fn last_two(before: [u8; 2], bytes: &[u8]) -> [u8; 2] {
 /// end cannot be told from the head: chunked, or an unreadable length.
 pub fn body_length(head: &[u8]) -> Option<u64> {
     let mut length = 0;
+    // Runs on every request: lines are skipped on their first byte, and
+    // only those that could name Content-Length or Transfer-Encoding looked into.
     for line in head.split(|&b| b == b'\n').skip(1) {
+        if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+            continue;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
