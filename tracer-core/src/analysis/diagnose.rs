@@ -130,7 +130,7 @@ pub fn diagnose(
 }
 
 /// Below this share of handler time, a cause or a hot spot does not explain it.
-const EXPLAINS_PCT: f64 = 20.0;
+pub(crate) const EXPLAINS_PCT: f64 = 20.0;
 
 fn handler_cause(route: &RouteFacts) -> Option<String> {
     let handler_per_request = route

@@ -2,7 +2,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::diagnose::HotSpot;
+use super::diagnose::{EXPLAINS_PCT, HotSpot};
 use crate::stack::Frame;
 
 /// Frames of Go's allocator and garbage collector.
@@ -30,6 +30,9 @@ struct Node {
 /// The hot spot of on-CPU stacks (root-first frames, µs each): walking from
 /// the root, follow the child that holds at least half of its parent's time;
 /// where no child does, the time spreads out, and that frame is the hot spot.
+/// Past the first frame the walk also stops above a frame that alone would
+/// no longer explain the handler (`EXPLAINS_PCT` of its time): the deepest
+/// frame that does is named, not one a step below it that falls short.
 pub fn hot_spot(stacks: &[(Vec<Frame>, u64)], handler_total_us: u64) -> Option<HotSpot> {
     let mut root = Node::default();
     for (frames, us) in stacks {
@@ -45,8 +48,11 @@ pub fn hot_spot(stacks: &[(Vec<Frame>, u64)], handler_total_us: u64) -> Option<H
     }
     let mut node = &root;
     let mut name: Option<&Frame> = None;
+    let explains = |us: u64| us as f64 * 100.0 >= EXPLAINS_PCT * handler_total_us as f64;
     while let Some((frame, child)) = node.children.iter().max_by_key(|(_, c)| c.total) {
-        if child.total * 2 < node.total {
+        if child.total * 2 < node.total
+            || (name.is_some() && explains(node.total) && !explains(child.total))
+        {
             break;
         }
         name = Some(frame);
@@ -121,6 +127,33 @@ mod tests {
         let h = hot_spot(&stacks, 1000).expect("hot spot");
         assert_eq!(h.function, "runtime.mallocgc");
         assert!(h.allocator_and_gc);
+    }
+
+    /// The allocator's own frame holds 18% of the handler, the frame above
+    /// it 26%: that one is named, since it alone explains the handler.
+    #[test]
+    fn the_deepest_frame_that_explains_the_handler_is_named() {
+        let stacks = vec![
+            stack(
+                "runtime.goexit;main.handler;main.build;runtime.newobject;runtime.mallocgc",
+                180,
+            ),
+            stack(
+                "runtime.goexit;main.handler;main.build;runtime.newobject;runtime.memclrNoHeapPointers",
+                40,
+            ),
+            stack(
+                "runtime.goexit;main.handler;main.build;runtime.newobject",
+                40,
+            ),
+            stack("runtime.goexit;main.handler", 40),
+        ];
+        let h = hot_spot(&stacks, 1000).expect("hot spot");
+        assert_eq!(h.function, "runtime.newobject");
+        assert!((h.share_of_handler_pct - 26.0).abs() < 0.01);
+        // With a handler the allocator alone explains, it is named itself.
+        let h = hot_spot(&stacks, 800).expect("hot spot");
+        assert_eq!(h.function, "runtime.mallocgc");
     }
 
     #[test]
