@@ -91,7 +91,23 @@ pub struct Check {
     pub what: String,
     pub ok: bool,
     pub detail: String,
+    /// For a check that the diagnosis names a cause: the cause.
+    pub names: Option<String>,
 }
+
+impl Check {
+    fn new(what: String, ok: bool, detail: String) -> Self {
+        Check {
+            what,
+            ok,
+            detail,
+            names: None,
+        }
+    }
+}
+
+/// The check of the dominant stage's share of latency.
+const SHARE: &str = "share of latency";
 
 pub struct Outcome {
     pub expected: Expected,
@@ -332,15 +348,12 @@ fn check(
         // So is the dominant stage's share: queues in front of a slow CPU
         // (the accept queue) grow and take a part of it. The route, the
         // dominant stage and the counts are still judged.
-        // Which causes the diagnosis names depends on their sizes, and
-        // CPU work (a TLS handshake) inflates some: a cause left unnamed
-        // must still be among the route's measured ones.
+        //
+        // Which causes the diagnosis names depends on their sizes, and CPU
+        // work (a TLS handshake) inflates some: a cause left unnamed must
+        // still be among the route's measured ones.
         for c in checks.iter_mut().filter(|c| !c.ok) {
-            let Some(needle) = c.what.strip_prefix("diagnosis names \"") else {
-                continue;
-            };
-            let needle = needle.trim_end_matches('"');
-            if let Some(cause) = route_cause(route, needle) {
+            if let Some(cause) = c.names.as_deref().and_then(|n| route_cause(route, n)) {
                 c.ok = true;
                 c.detail.push_str(&format!(
                     " [not named under emulation, but among the route's causes: {} {:.1} ms per request]",
@@ -349,10 +362,9 @@ fn check(
                 ));
             }
         }
-        let cpu_paced = checks.iter_mut().filter(|c| {
-            c.what == "share of latency"
-                || (expected.sampled_causes && c.what.starts_with("diagnosis names"))
-        });
+        let cpu_paced = checks
+            .iter_mut()
+            .filter(|c| c.what == SHARE || (expected.sampled_causes && c.names.is_some()));
         for c in cpu_paced.chain(magnitudes.iter_mut()) {
             if !c.ok {
                 c.ok = true;
@@ -372,7 +384,8 @@ fn check_diagnosis(
     vars: &BTreeMap<&str, String>,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
-    let mut add = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail });
+    let mut add =
+        |what: String, ok: bool, detail: String| checks.push(Check::new(what, ok, detail));
     let d = &report["diagnosis"];
     let text = d["text"].as_str().unwrap_or("");
     add(
@@ -387,7 +400,7 @@ fn check_diagnosis(
     );
     let share = d["share_pct"].as_f64().unwrap_or(0.0);
     add(
-        "share of latency".into(),
+        SHARE.into(),
         share >= expected.min_share_pct,
         format!(
             "{share:.0}% (expected at least {:.0}%)",
@@ -396,11 +409,15 @@ fn check_diagnosis(
     );
     for needle in &expected.diagnosis_contains {
         let needle = fill(needle, vars);
-        add(
-            format!("diagnosis names \"{needle}\""),
-            text.contains(&needle),
-            text.to_string(),
-        );
+        let ok = text.contains(&needle);
+        checks.push(Check {
+            names: Some(needle.clone()),
+            ..Check::new(
+                format!("diagnosis names \"{needle}\""),
+                ok,
+                text.to_string(),
+            )
+        });
     }
     checks
 }
@@ -412,7 +429,8 @@ fn check_magnitudes(
     vars: &BTreeMap<&str, String>,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
-    let mut add = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail });
+    let mut add =
+        |what: String, ok: bool, detail: String| checks.push(Check::new(what, ok, detail));
     for m in &expected.magnitudes {
         let got_ms = route
             .and_then(|r| r["stages"][&m.stage][&m.stat].as_f64())
@@ -466,7 +484,8 @@ fn check_counts(
     responses: Option<u64>,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
-    let mut add = |what: String, ok: bool, detail: String| checks.push(Check { what, ok, detail });
+    let mut add =
+        |what: String, ok: bool, detail: String| checks.push(Check::new(what, ok, detail));
     if let (Some(n), Some(r)) = (responses, route) {
         let count = r["count"].as_u64().unwrap_or(0);
         add(

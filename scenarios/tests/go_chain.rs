@@ -10,10 +10,7 @@ use scenarios::{
     Server, TracerRun, free_port, go_binary,
     harness::{emulated, scratch_dir},
     load::{hey, wrk},
-    report::{
-        assert_between_sleep_and_client, assert_near_ms, num, route, slowest, stage, stage_sum,
-        status_count,
-    },
+    report::{assert_slept, num, route, slowest, stage, stage_sum, status_count},
 };
 
 fn basic_server() -> Server {
@@ -50,33 +47,20 @@ fn handler_time_and_counts_match_the_injected_load() {
         let r = route(report, "GET", path).unwrap_or_else(|| panic!("route GET {path} missing"));
         assert_eq!(num(r, "count"), load.responses(), "GET {path} count");
         assert_eq!(status_count(r, 200), load.statuses[&200], "GET {path} 200s");
-        let (handler, total) = (stage(r, "handler", "p50_us"), num(r, "p50_us"));
-        if emulated() {
-            // An emulated CPU (cargo xtask vm-test under TCG) stretches the
-            // server's sleep and the client alike: the traced time must lie
-            // between the two.
-            let client = load.p50_ms.expect("hey's median latency");
-            let injected = f64::from(injected);
-            assert_between_sleep_and_client(
-                &format!("GET {path} handler p50"),
-                handler,
-                injected,
-                client,
-            );
-            assert_between_sleep_and_client(
-                &format!("GET {path} total p50"),
-                total,
-                injected,
-                client,
-            );
-        } else {
-            assert_near_ms(
-                &format!("GET {path} handler p50"),
-                handler,
-                f64::from(injected),
-            );
-            assert_near_ms(&format!("GET {path} total p50"), total, f64::from(injected));
-        }
+        let (injected, client) = (f64::from(injected), load.p50_ms.expect("hey's median"));
+        let handler = stage(r, "handler", "p50_us");
+        assert_slept(
+            &format!("GET {path} handler p50"),
+            handler,
+            injected,
+            client,
+        );
+        assert_slept(
+            &format!("GET {path} total p50"),
+            num(r, "p50_us"),
+            injected,
+            client,
+        );
     }
 
     let r = route(report, "GET", "/stream").expect("route GET /stream");
@@ -218,11 +202,7 @@ fn connections_open_before_tracing_are_followed() {
     assert_eq!(num(r, "count"), 3);
     round_trips.sort_by(f64::total_cmp);
     let handler = stage(r, "handler", "p50_us");
-    if emulated() {
-        assert_between_sleep_and_client("handler p50", handler, 20.0, round_trips[1]);
-    } else {
-        assert_near_ms("handler p50", handler, 20.0);
-    }
+    assert_slept("handler p50", handler, 20.0, round_trips[1]);
 }
 
 /// The report says what tracing cost: the kernel programs' run time, the

@@ -335,34 +335,25 @@ impl Pending {
 /// A read kept aside, with its bytes, until it is known whose it is.
 #[derive(Clone, Debug)]
 struct Held {
-    by: Worker,
-    enter_ns: u64,
-    exit_ns: u64,
-    ret: i64,
-    ready_ns: u64,
+    io: Io<'static>,
     payload: Vec<u8>,
 }
 
 impl Held {
     fn of(io: &Io) -> Self {
         Held {
-            by: io.by,
-            enter_ns: io.enter_ns,
-            exit_ns: io.exit_ns,
-            ret: io.ret,
-            ready_ns: io.ready_ns,
+            io: Io {
+                payload: &[],
+                ..*io
+            },
             payload: io.payload.to_vec(),
         }
     }
 
     fn io(&self) -> Io<'_> {
         Io {
-            by: self.by,
-            enter_ns: self.enter_ns,
-            exit_ns: self.exit_ns,
-            ret: self.ret,
-            ready_ns: self.ready_ns,
             payload: &self.payload,
+            ..self.io
         }
     }
 }
@@ -994,10 +985,10 @@ mod tests {
 
     const GET_A: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
 
-    /// Go's background read takes the next request's first byte, and is
-    /// recorded before the response write that let the client send it.
-    #[test]
-    fn next_requests_first_byte_recorded_before_the_response() {
+    /// GET /a read at 10 ms; Go's background read takes the next request's
+    /// first byte at 30 ms, recorded before the response write (at 30 ms)
+    /// that let the client send it.
+    fn answered_with_next_byte_early() -> Connection {
         let mut c = Connection::accepted(0);
         assert!(
             c.on_read(&read(10, GET_A.len() as i64, 9, GET_A))
@@ -1008,6 +999,12 @@ mod tests {
             c.on_write(&write(30, 30, 40, b"HTTP/1.1 200 OK\r\n"))
                 .is_empty()
         );
+        c
+    }
+
+    #[test]
+    fn next_requests_first_byte_recorded_before_the_response() {
+        let mut c = answered_with_next_byte_early();
         let first = c
             .on_read(&read(31, 32, 0, b"ET /b HTTP/1.1\r\nHost: x\r\n\r\n"))
             .single()
@@ -1035,16 +1032,7 @@ mod tests {
     #[test]
     fn held_first_byte_of_a_request_never_finished() {
         for end in [Connection::on_close, Connection::on_trace_end] {
-            let mut c = Connection::accepted(0);
-            assert!(
-                c.on_read(&read(10, GET_A.len() as i64, 9, GET_A))
-                    .is_empty()
-            );
-            assert!(c.on_read(&read(30, 1, 30, b"G")).is_empty());
-            assert!(
-                c.on_write(&write(30, 30, 40, b"HTTP/1.1 200 OK\r\n"))
-                    .is_empty()
-            );
+            let mut c = answered_with_next_byte_early();
             let done: Vec<_> = end(&mut c, 90 * MS).into_iter().collect();
             assert_eq!(done.len(), 2);
             assert_eq!(done[0].outcome, Outcome::Complete);
@@ -1053,16 +1041,7 @@ mod tests {
             assert_eq!((done[1].bytes_in, done[1].route.as_deref()), (1, None));
         }
         // The client sends one byte and goes away.
-        let mut c = Connection::accepted(0);
-        assert!(
-            c.on_read(&read(10, GET_A.len() as i64, 9, GET_A))
-                .is_empty()
-        );
-        assert!(c.on_read(&read(30, 1, 30, b"G")).is_empty());
-        assert!(
-            c.on_write(&write(30, 30, 40, b"HTTP/1.1 200 OK\r\n"))
-                .is_empty()
-        );
+        let mut c = answered_with_next_byte_early();
         let done: Vec<_> = c.on_read(&read(60, 0, 0, b"")).into_iter().collect();
         assert_eq!(done.len(), 2);
         assert_eq!(done[1].outcome, Outcome::ClientClosed);
