@@ -6,6 +6,13 @@
 #![no_std]
 
 pub mod errno;
+
+/// Slots of the kernel's stack map. A stack whose slot (a hash of its
+/// addresses) holds another one goes to the spill map, whose ids are
+/// given offset by this.
+pub const STACKS_MAX: u32 = 16384;
+/// Slots of the spill stack map.
+pub const STACKS_SPILL_MAX: u32 = 1024;
 pub mod syscall;
 
 /// Bytes of payload captured from the first read and the first write of a

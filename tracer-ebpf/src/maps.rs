@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     BLOCKED_WRITE_SLOTS, BlockedWrite, KernelOffsets, ListenCounters, OffCpuStart, ProgramRuns,
-    SockState, StackKey, TraceLayout, counter, program,
+    STACKS_MAX, STACKS_SPILL_MAX, SockState, StackKey, TraceLayout, counter, program,
 };
 
 /// Ring-buffer bytes pending before a record forces a wake-up of the reader;
@@ -85,7 +85,12 @@ pub static RUNS: PerCpuArray<ProgramRuns> = PerCpuArray::with_max_entries(progra
 
 /// User and kernel stacks of samples and blocks.
 #[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+pub static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
+
+/// Stacks whose slot in `STACKS` another stack holds (ids offset by
+/// `STACKS_MAX`): two stacks rarely share a slot in both.
+#[map]
+pub static STACKS_SPILL: StackTrace = StackTrace::with_max_entries(STACKS_SPILL_MAX, 0);
 
 /// On-CPU samples per stack (per CPU: no atomics needed; userspace sums).
 #[map]

@@ -11,14 +11,14 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, PerfEventContext, tracing::StackIdContext},
 };
 use tracer_common::{
-    BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, SampleEvent, StackKey, counter,
-    errno, kind, program, syscall, traced,
+    BLOCKED_WRITE_SLOTS, BlockedWrite, OffCpuEvent, OffCpuStart, STACKS_MAX, SampleEvent, StackKey,
+    counter, errno, kind, program, syscall, traced,
 };
 
 use crate::{
     maps::{
         BLOCKED_WRITE, MIN_BLOCK_NS, OFF_CPU_ENABLED, OFFCPU_START, OFFCPU_US, OFFSETS,
-        ONCPU_COUNTS, STACKS, setting,
+        ONCPU_COUNTS, STACKS, STACKS_SPILL, setting,
     },
     util::{
         add, count, current_g, current_syscall, emit, header, is_traced, load_field, now, run,
@@ -56,7 +56,14 @@ const STALE_BLOCKED_WRITE_NS: u64 = 10_000_000_000;
 
 #[inline(always)]
 fn stack_id<C: StackIdContext>(ctx: &C, flags: u64) -> i32 {
-    match ctx.get_stackid(&STACKS, flags) {
+    let got = match ctx.get_stackid(&STACKS, flags) {
+        // Its slot holds another stack: the spill map takes it.
+        Err(e) if i64::from(e) == -errno::EEXIST => ctx
+            .get_stackid(&STACKS_SPILL, flags)
+            .map(|id| id + i64::from(STACKS_MAX)),
+        got => got,
+    };
+    match got {
         Ok(id) => id as i32,
         Err(e) => {
             // -EFAULT: nothing to record (a kernel stack of a thread

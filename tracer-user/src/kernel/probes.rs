@@ -41,10 +41,17 @@ pub struct Config {
 /// Maps that outlive the programs: read after detaching, or while tracing
 /// goes on (totals are cumulative).
 pub struct Tables {
-    pub stacks: StackTraceMap<MapData>,
+    pub stacks: StackMaps,
     listen_counters: PerCpuHashMap<MapData, u16, ListenCounters>,
     oncpu: PerCpuHashMap<MapData, StackKey, u64>,
     offcpu_us: PerCpuHashMap<MapData, StackKey, u64>,
+}
+
+/// The kernel's stack maps: ids below `STACKS_MAX` are the main map's,
+/// the rest the spill map's, offset by it.
+pub struct StackMaps {
+    pub main: StackTraceMap<MapData>,
+    pub spill: StackTraceMap<MapData>,
 }
 
 /// The stack tables without the stack map, which the symbolizer takes.
@@ -56,7 +63,7 @@ pub struct Totals {
 
 impl Tables {
     /// The stack map, and the rest.
-    pub fn split(self) -> (StackTraceMap<MapData>, Totals) {
+    pub fn split(self) -> (StackMaps, Totals) {
         let Tables {
             stacks,
             listen_counters,
@@ -206,7 +213,10 @@ impl Probes {
             warnings.push(format!("{why}: {how}"));
         }
         let tables = Some(Tables {
-            stacks: StackTraceMap::try_from(take(&mut ebpf, "STACKS")?)?,
+            stacks: StackMaps {
+                main: StackTraceMap::try_from(take(&mut ebpf, "STACKS")?)?,
+                spill: StackTraceMap::try_from(take(&mut ebpf, "STACKS_SPILL")?)?,
+            },
             listen_counters: PerCpuHashMap::try_from(take(&mut ebpf, "LISTEN_COUNTERS")?)?,
             oncpu: PerCpuHashMap::try_from(take(&mut ebpf, "ONCPU_COUNTS")?)?,
             offcpu_us: PerCpuHashMap::try_from(take(&mut ebpf, "OFFCPU_US")?)?,

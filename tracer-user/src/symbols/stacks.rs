@@ -4,16 +4,16 @@
 
 use std::rc::Rc;
 
-use aya::maps::{MapData, StackTraceMap};
+use crate::kernel::probes::StackMaps;
 use rustc_hash::{FxHashMap, FxHashSet};
-use tracer_common::StackKey;
+use tracer_common::{STACKS_MAX, StackKey};
 
 use tracer_core::stack::{Frame, StackNames};
 
 use super::symbolize::Symbolizer;
 
 pub struct Stacks {
-    map: StackTraceMap<MapData>,
+    maps: StackMaps,
     sym: Symbolizer,
     /// Goroutine stacks the sampler read, named at once (root first), and
     /// their addresses (leaf first), by id.
@@ -29,9 +29,9 @@ pub struct Stacks {
 }
 
 impl Stacks {
-    pub fn new(map: StackTraceMap<MapData>) -> Self {
+    pub fn new(maps: StackMaps) -> Self {
         Stacks {
-            map,
+            maps,
             sym: Symbolizer::new(),
             goroutines: FxHashMap::default(),
             goroutine_ids: FxHashMap::default(),
@@ -69,9 +69,11 @@ impl Stacks {
     /// a daemon meets new stacks for months, and the table is fixed in
     /// size. Only while no window holds stack ids.
     pub fn reset(&mut self) {
-        let ids: Vec<u32> = self.map.stack_ids().filter_map(Result::ok).collect();
-        for id in ids {
-            let _ = self.map.remove(&id);
+        for map in [&mut self.maps.main, &mut self.maps.spill] {
+            let ids: Vec<u32> = map.stack_ids().filter_map(Result::ok).collect();
+            for id in ids {
+                let _ = map.remove(&id);
+            }
         }
         self.user.clear();
         self.kernel.clear();
@@ -121,11 +123,14 @@ impl Stacks {
     }
 
     fn ips(&self, id: i32) -> Vec<u64> {
-        if id < 0 {
+        let Ok(id) = u32::try_from(id) else {
             return Vec::new();
-        }
-        self.map
-            .get(&(id as u32), 0)
+        };
+        let (map, id) = match id.checked_sub(STACKS_MAX) {
+            Some(spilled) => (&self.maps.spill, spilled),
+            None => (&self.maps.main, id),
+        };
+        map.get(&id, 0)
             .map(|st| st.frames().iter().map(|f| f.ip).collect())
             .unwrap_or_default()
     }
