@@ -15,11 +15,17 @@ pub const STACKS_MAX: u32 = 16384;
 pub const STACKS_SPILL_MAX: u32 = 1024;
 pub mod syscall;
 
-/// Bytes of payload captured from the first read and the first write of a
-/// request: enough for an HTTP/1.x request line or status line, never a body.
-/// A power of two: the kernel side bounds copies with a mask of it.
+/// Bytes of payload captured from the first reads of a request: enough
+/// for an HTTP/1.x request line and the headers that frame a body, never
+/// a body. A power of two: the kernel side bounds copies with a mask of it.
 pub const PAYLOAD_MAX: usize = 256;
 const _: () = assert!(PAYLOAD_MAX.is_power_of_two());
+
+/// Bytes captured from the first writes of a response: its status code
+/// (`HTTP/1.1 200`) and no more, since nothing else of a write is read.
+/// Writes are half of all records: each byte not copied is saved twice.
+pub const STATUS_CAPTURE: usize = 16;
+const _: () = assert!(STATUS_CAPTURE.is_power_of_two() && STATUS_CAPTURE <= PAYLOAD_MAX);
 
 /// Ring-buffer record kinds.
 pub mod kind {
@@ -222,11 +228,14 @@ pub struct IoEvent {
     pub g: u64,
 }
 
+/// An [`IoEvent`] followed by its payload. The kernel sends the smallest
+/// of a few sizes (`N` a power of two up to [`PAYLOAD_MAX`]) that holds
+/// `payload_len` bytes: a record's cache lines are most of its cost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct IoPayloadEvent {
+pub struct IoPayloadEvent<const N: usize = PAYLOAD_MAX> {
     pub io: IoEvent,
-    pub payload: [u8; PAYLOAD_MAX],
+    pub payload: [u8; N],
 }
 
 /// A socket of a traced process with its addresses, read from the kernel's

@@ -15,8 +15,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    AcceptEvent, BLOCKED_WRITE_SLOTS, CloseEvent, IoEvent, IoPayloadEvent, PAYLOAD_MAX, SockState,
-    counter, dir, errno, kind, program, syscall,
+    AcceptEvent, BLOCKED_WRITE_SLOTS, CloseEvent, IoEvent, IoPayloadEvent, PAYLOAD_MAX,
+    STATUS_CAPTURE, SockState, counter, dir, errno, kind, program, syscall,
 };
 
 use crate::{
@@ -273,7 +273,8 @@ fn next_seq(sock: *mut SockState, direction: u8) -> u16 {
 
 /// Updates the socket's state for a completed read or write. Returns when
 /// bytes last became readable (reads only) and how many payload bytes of
-/// this call to capture: the first bytes of each run of reads or writes.
+/// this call to capture: the first bytes of each run of reads (a request's
+/// head) or writes (a response's status).
 #[inline(always)]
 fn track(sock: *mut SockState, direction: u8, ret: i64) -> (u64, u64) {
     if ret <= 0 {
@@ -283,27 +284,29 @@ fn track(sock: *mut SockState, direction: u8, ret: i64) -> (u64, u64) {
     // sk_data_ready only blur a timestamp, never memory safety.
     unsafe {
         let mut ready_ts = 0;
+        let mut limit = STATUS_CAPTURE as u64;
         if direction == dir::READ {
             ready_ts = (*sock).ready_ts;
             (*sock).ready_ts = 0;
+            limit = PAYLOAD_MAX as u64;
         }
         if (*sock).last_dir != direction {
             (*sock).last_dir = direction;
             (*sock).captured = 0;
         }
-        let len = capture_len(u64::from((*sock).captured), ret);
+        let len = capture_len(u64::from((*sock).captured), ret, limit);
         (*sock).captured += len as u16;
         (ready_ts, len)
     }
 }
 
-/// Bytes still to capture in a run that has `captured` of them, from a call that moved `ret`.
+/// Bytes still to capture in a run that has `captured` of its `limit`, from a call that moved `ret`.
 #[inline(always)]
-fn capture_len(captured: u64, ret: i64) -> u64 {
-    if captured >= PAYLOAD_MAX as u64 {
+fn capture_len(captured: u64, ret: i64, limit: u64) -> u64 {
+    if captured >= limit {
         return 0;
     }
-    let room = PAYLOAD_MAX as u64 - captured;
+    let room = limit - captured;
     if (ret as u64) < room {
         ret as u64
     } else {
@@ -336,26 +339,38 @@ fn first_iovec(iov: u64) -> Option<(u64, u64)> {
     Some((v[0], v[1]))
 }
 
+/// Sends `io` with `want` bytes from the user buffer `src`, in the
+/// smallest record that holds them.
 #[inline(always)]
 fn emit_with_payload(io: IoEvent, (src, src_len): (u64, u64), want: u64) {
     let len = if src_len < want { src_len } else { want };
     if len == 0 || len > PAYLOAD_MAX as u64 {
         emit(&io);
-        return;
+    } else if len <= STATUS_CAPTURE as u64 {
+        emit_sized::<STATUS_CAPTURE>(io, src, len);
+    } else if len <= 64 {
+        emit_sized::<64>(io, src, len);
+    } else {
+        emit_sized::<PAYLOAD_MAX>(io, src, len);
     }
-    let Some(mut entry) = EVENTS.reserve::<IoPayloadEvent>(0) else {
+}
+
+/// `len` is within 1..=N, N a power of two.
+#[inline(always)]
+fn emit_sized<const N: usize>(io: IoEvent, src: u64, len: u64) {
+    let Some(mut entry) = EVENTS.reserve::<IoPayloadEvent<N>>(0) else {
         count(counter::RINGBUF_FULL);
         return;
     };
-    // Older verifiers (6.1's) lose the bound above once the compiler has
-    // folded it into the min(); a volatile reload stops the folding and
-    // the mask restates 1..=PAYLOAD_MAX in a form every verifier tracks.
+    // Older verifiers (6.1's) lose the caller's bound once the compiler
+    // has folded it into a min(); a volatile reload stops the folding and
+    // the mask restates 1..=N in a form every verifier tracks.
     // SAFETY: reading a local.
     let len = unsafe { core::ptr::read_volatile(&len) };
-    let len = ((len - 1) & (PAYLOAD_MAX as u64 - 1)) + 1;
+    let len = ((len - 1) & (N as u64 - 1)) + 1;
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points to reserved ring-buffer memory of the right size;
-    // `len` is within 1..=PAYLOAD_MAX, the size of the destination.
+    // `len` is within 1..=N, the size of the destination.
     unsafe {
         let got = generated::bpf_probe_read_user(
             (*record).payload.as_mut_ptr() as *mut c_void,

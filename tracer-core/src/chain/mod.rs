@@ -9,7 +9,10 @@
 pub mod http;
 
 use serde::Serialize;
-use tracer_common::errno::{EAGAIN, EINTR};
+use tracer_common::{
+    PAYLOAD_MAX, STATUS_CAPTURE,
+    errno::{EAGAIN, EINTR},
+};
 
 use crate::attribution::Worker;
 
@@ -213,8 +216,9 @@ enum Phase {
 }
 
 /// The first bytes of a request or a response, gathered over the reads or
-/// writes that carry them (the kernel captures at most `PAYLOAD_MAX` per run)
-/// until the first line is complete.
+/// writes that carry them until the first line is complete or the kernel's
+/// capture of the run is (`PAYLOAD_MAX` of a request, `STATUS_CAPTURE` of a
+/// response).
 #[derive(Clone, Debug, Default)]
 struct Head {
     buf: Vec<u8>,
@@ -225,17 +229,17 @@ impl Head {
     /// Adds captured bytes; returns all bytes so far once the first line is
     /// complete or no more will come. A first line that arrives whole (the
     /// usual case) is handed back without being copied.
-    fn feed<'a>(&mut self, bytes: &'a [u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
+    fn feed<'a>(&mut self, bytes: &'a [u8], capture: usize) -> Option<std::borrow::Cow<'a, [u8]>> {
         if self.done || bytes.is_empty() {
             return None;
         }
-        if self.buf.is_empty() && bytes.contains(&b'\n') {
+        if self.buf.is_empty() && (bytes.len() >= capture || bytes.contains(&b'\n')) {
             self.done = true;
             return Some(std::borrow::Cow::Borrowed(bytes));
         }
-        let room = tracer_common::PAYLOAD_MAX.saturating_sub(self.buf.len());
+        let room = capture.saturating_sub(self.buf.len());
         self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        if self.buf.contains(&b'\n') || self.buf.len() >= tracer_common::PAYLOAD_MAX {
+        if self.buf.contains(&b'\n') || self.buf.len() >= capture {
             self.done = true;
             return Some(std::borrow::Cow::Owned(std::mem::take(&mut self.buf)));
         }
@@ -511,7 +515,7 @@ impl Connection {
             first_read_exit: io.exit_ns,
             ..Pending::default()
         });
-        if let Some(head) = pending.request_head.feed(io.payload) {
+        if let Some(head) = pending.request_head.feed(io.payload, PAYLOAD_MAX) {
             pending.parse_request(&head);
         }
         pending.scan_headers(io.payload, io.ret);
@@ -543,7 +547,7 @@ impl Connection {
             // Bytes written with no request in progress (a greeting, say): not a chain.
             return None;
         };
-        if let Some(head) = pending.response_head.feed(io.payload) {
+        if let Some(head) = pending.response_head.feed(io.payload, STATUS_CAPTURE) {
             pending.status = http::parse_status_line(&head);
             if self.phase == Phase::Reading && pending.status.is_some_and(http::is_interim) {
                 // `100 Continue` and friends: the request body is still to come.
@@ -981,6 +985,27 @@ mod tests {
         assert_eq!((r.method(), r.path()), (Some("GET"), Some("/split")));
         assert_eq!(r.status, Some(503));
         assert_eq!(ms(&r, Stage::ResponseWrite), 1);
+    }
+
+    #[test]
+    fn status_read_from_the_kernels_short_capture_of_a_response() {
+        // The kernel keeps STATUS_CAPTURE bytes of a response run, split
+        // here over two writes: no end of line ever arrives.
+        let mut c = Connection::accepted(0);
+        assert!(
+            c.on_read(&read(10, 1, 9, b"GET /cut HTTP/1.1\r\n\r\n"))
+                .is_empty()
+        );
+        assert!(c.on_write(&write(12, 12, 9, b"HTTP/1.1 ")).is_empty());
+        assert!(c.on_write(&write(12, 13, 4000, b"404 Not")).is_empty());
+        assert!(c.on_write(&write(13, 14, 4000, b"")).is_empty());
+        assert_eq!(b"HTTP/1.1 404 Not".len(), STATUS_CAPTURE);
+        let r = c
+            .on_read(&read(30, 20, 9, b"GET /next HTTP/1.1\r\n\r\n"))
+            .single()
+            .expect("request");
+        assert_eq!(r.status, Some(404));
+        assert_eq!(ms(&r, Stage::ResponseWrite), 2);
     }
 
     const GET_A: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
