@@ -111,11 +111,15 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     if setting(&OFF_CPU_ENABLED) == 0 {
         return 0;
     }
-    let ts = now();
+    // The clock is read only once a traced thread is involved: this runs
+    // at every context switch of the machine, and a clock read costs more
+    // than the checks.
+    let mut ts = 0;
     let prev_state: u64 = ctx.arg(3);
     // A preempted thread is still runnable: waiting for a CPU, not blocked.
     if prev_state & 0xff != 0 {
         if let Some((tgid, tid)) = traced_current() {
+            ts = now();
             block(&ctx, tgid, tid, ts);
         }
     }
@@ -124,6 +128,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: a `struct task_struct *` argument; pid and tgid are its pid_t fields.
     unsafe {
         if is_traced(load_field::<u32>(next, offsets.task_tgid)) {
+            if ts == 0 {
+                ts = now();
+            }
             resume(load_field::<u32>(next, offsets.task_pid), ts);
         }
     }
