@@ -237,6 +237,11 @@ impl Tracker {
         std::mem::take(&mut self.forks)
     }
 
+    /// Whether any Go request is being served now.
+    pub fn serves_goroutines(&self) -> bool {
+        !self.serving.is_empty()
+    }
+
     /// (tgid, goroutine) of the Go requests being served now.
     pub fn serving_goroutines(&self, out: &mut Vec<(u32, u64)>) {
         out.clear();

@@ -3,9 +3,11 @@
 //! those the runtime has parked (a lock, a channel, a sleep) with their
 //! wait reason and stack.
 //!
-//! A look is two `process_vm_readv` calls: the goroutine's `runtime.g`
-//! (status, wait reason, saved `sp`/`pc`/`bp`), then the top of its stack,
-//! walked by frame pointers (Go keeps them). Nothing is written and no
+//! A look reads the goroutine's `runtime.g` (status, wait reason, saved
+//! `sp`/`pc`/`bp`), then, if it is parked somewhere new, the top of its
+//! stack, walked by frame pointers (Go keeps them). The `runtime.g` of all
+//! a tick's goroutines of one process come in one `process_vm_readv`: under
+//! load most looks find a goroutine busy, and the call is most of a look. Nothing is written and no
 //! uprobe is hit: the traced program pays nothing. The work is capped per
 //! tick; with more goroutines in handlers than the cap, they are looked at
 //! in turn, and each look stands for the time since the previous one.
@@ -85,6 +87,13 @@ impl Sampler {
         }
     }
 
+    /// No goroutine serves a request: the next look at any starts afresh.
+    pub fn rest(&mut self) {
+        if !self.last_look.is_empty() {
+            self.last_look.clear();
+        }
+    }
+
     /// Looks at up to [`LOOKS_PER_TICK`] of `open` — (tgid, g) of goroutines
     /// serving requests — at monotonic time `now`, and returns the waits seen.
     pub fn tick(
@@ -95,12 +104,16 @@ impl Sampler {
     ) -> Vec<(u64, GoWait)> {
         let mut out = Vec::new();
         if open.is_empty() {
-            self.last_look.clear();
+            self.rest();
             return out;
         }
         let n = open.len().min(LOOKS_PER_TICK);
-        for k in 0..n {
-            let (tgid, g) = open[(self.cursor + k) % open.len()];
+        let picked: Vec<(u32, u64)> = (0..n)
+            .map(|k| open[(self.cursor + k) % open.len()])
+            .collect();
+        let mut gbufs = vec![[0u8; G_BYTES]; n];
+        let readable = read_gs(&picked, &mut gbufs);
+        for (k, &(tgid, g)) in picked.iter().enumerate() {
             let Some(layout) = self.layouts.get(&tgid) else {
                 continue;
             };
@@ -108,7 +121,11 @@ impl Sampler {
             let (start, end) = stands_for(last, now);
             let before = last.and_then(|l| l.parked);
             self.looks += 1;
-            let seen = look(tgid, g, layout, before, stacks);
+            let seen = if readable[k] {
+                look(tgid, &gbufs[k], layout, before, stacks)
+            } else {
+                Look::Unreadable
+            };
             let parked = match seen {
                 Look::Waiting(p) => Some(p),
                 _ => None,
@@ -191,13 +208,15 @@ enum Look {
     Unreadable,
 }
 
-/// Reads goroutine `g` of `tgid`; its stack only if it parked somewhere
-/// else than `before`.
-fn look(tgid: u32, g: u64, l: &Layout, before: Option<Parked>, stacks: &mut Stacks) -> Look {
-    let mut gbuf = [0u8; G_BYTES];
-    if read(tgid, g, &mut gbuf) != G_BYTES {
-        return Look::Unreadable;
-    }
+/// What goroutine `gbuf` (its `runtime.g`, of process `tgid`) is doing;
+/// its stack is read only if it parked somewhere else than `before`.
+fn look(
+    tgid: u32,
+    gbuf: &[u8; G_BYTES],
+    l: &Layout,
+    before: Option<Parked>,
+    stacks: &mut Stacks,
+) -> Look {
     let u32_at = |o: u32| {
         let o = o as usize;
         gbuf.get(o..o + 4)
@@ -293,6 +312,49 @@ fn walk(stack: &[u8], base: u64, mut bp: u64, pcs: &mut Vec<u64>) -> Walk {
         bp = next;
     }
     Walk::Done
+}
+
+/// Reads the `runtime.g` of each (tgid, g) into `bufs`, a system call per
+/// run of one process; returns which were read whole. The kernel stops at
+/// the first region it cannot read: those after it are read again alone.
+fn read_gs(gs: &[(u32, u64)], bufs: &mut [[u8; G_BYTES]]) -> Vec<bool> {
+    let mut whole = vec![false; gs.len()];
+    let mut from = 0;
+    while from < gs.len() {
+        let tgid = gs[from].0;
+        let to = from + gs[from..].iter().take_while(|&&(t, _)| t == tgid).count();
+        let local: Vec<IoSliceMut> = bufs[from..to]
+            .iter_mut()
+            .map(|b| IoSliceMut::new(b))
+            .collect();
+        let remote: Vec<libc::iovec> = gs[from..to]
+            .iter()
+            .map(|&(_, g)| libc::iovec {
+                iov_base: g as *mut libc::c_void,
+                iov_len: G_BYTES,
+            })
+            .collect();
+        // SAFETY: the local iovecs cover `bufs`, which outlive the call; the
+        // remote ones are only read, by the kernel, in the other process.
+        let n = unsafe {
+            libc::process_vm_readv(
+                tgid as libc::pid_t,
+                local.as_ptr().cast::<libc::iovec>(),
+                local.len() as libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        };
+        drop(local);
+        let done = usize::try_from(n).unwrap_or(0) / G_BYTES;
+        for k in from..to {
+            whole[k] = k < from + done
+                || (k > from + done && read(tgid, gs[k].1, &mut bufs[k]) == G_BYTES);
+        }
+        from = to;
+    }
+    whole
 }
 
 /// Reads `buf.len()` bytes at `addr` of process `tgid`; returns how many were read.

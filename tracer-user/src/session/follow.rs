@@ -99,6 +99,13 @@ impl Session {
         tokio::pin!(deadline);
 
         let reason = loop {
+            // Looks only while Go requests are being served: a quiet
+            // server costs no wake-ups. (The set changes only at a drain,
+            // after which this is evaluated again.)
+            let serving = !self.sampler.is_empty() && self.tracker.serves_goroutines();
+            if !serving {
+                self.sampler.rest();
+            }
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
@@ -106,7 +113,7 @@ impl Session {
                     guard.clear_ready();
                 }
                 _ = drain_tick.tick() => drain(ring.get_mut(), &mut self.tracker, windows, driver),
-                _ = goroutine_tick.tick(), if !self.sampler.is_empty() => {
+                _ = goroutine_tick.tick(), if serving => {
                     self.sample_goroutines(&mut open);
                 }
                 _ = check_tick.tick() => {
