@@ -224,7 +224,9 @@ pub struct IoEvent {
     /// this one included, wrapping: a gap means records were lost.
     pub seq: u16,
     pub _pad: u16,
-    /// In a Go program, the goroutine (`g` address) that made the call; else 0.
+    /// In a Go program, the goroutine (`g` address) that made the call;
+    /// else 0, and 0 for a write that goes on with a response (its first
+    /// write names whose it is).
     pub g: u64,
 }
 

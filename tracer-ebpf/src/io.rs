@@ -108,7 +108,15 @@ fn sock_io(tgid: u32, tid: u32, sk: u64, ret: i64, direction: u8) {
     } else {
         ts
     };
-    let (ready_ts, capture) = track(state, direction, ret);
+    let (ready_ts, capture, starts_run) = track(state, direction, ret);
+    // Whose a response is, is known from its first write: the goroutine
+    // of the others is not read (a read of the thread's memory costs
+    // more than the rest of the program).
+    let g = if direction == dir::READ || starts_run {
+        current_g(tgid)
+    } else {
+        0
+    };
     let seq = next_seq(state, direction);
     let io = IoEvent {
         hdr: header(kind::IO, tgid, tid, ts),
@@ -123,7 +131,7 @@ fn sock_io(tgid: u32, tid: u32, sk: u64, ret: i64, direction: u8) {
         payload_len: 0,
         seq,
         _pad: 0,
-        g: current_g(tgid),
+        g,
     };
     if capture > 0 {
         if let Some(src) = payload_source(nr, arg1) {
@@ -272,13 +280,13 @@ fn next_seq(sock: *mut SockState, direction: u8) -> u16 {
 }
 
 /// Updates the socket's state for a completed read or write. Returns when
-/// bytes last became readable (reads only) and how many payload bytes of
-/// this call to capture: the first bytes of each run of reads (a request's
-/// head) or writes (a response's status).
+/// bytes last became readable (reads only), how many payload bytes of
+/// this call to capture (the first bytes of each run of reads, a request's
+/// head, or of writes, a response's status), and whether it starts a run.
 #[inline(always)]
-fn track(sock: *mut SockState, direction: u8, ret: i64) -> (u64, u64) {
+fn track(sock: *mut SockState, direction: u8, ret: i64) -> (u64, u64, bool) {
     if ret <= 0 {
-        return (0, 0);
+        return (0, 0, false);
     }
     // SAFETY: map value pointer valid for this program's run; races with
     // sk_data_ready only blur a timestamp, never memory safety.
@@ -290,13 +298,14 @@ fn track(sock: *mut SockState, direction: u8, ret: i64) -> (u64, u64) {
             (*sock).ready_ts = 0;
             limit = PAYLOAD_MAX as u64;
         }
-        if (*sock).last_dir != direction {
+        let starts_run = (*sock).last_dir != direction;
+        if starts_run {
             (*sock).last_dir = direction;
             (*sock).captured = 0;
         }
         let len = capture_len(u64::from((*sock).captured), ret, limit);
         (*sock).captured += len as u16;
-        (ready_ts, len)
+        (ready_ts, len, starts_run)
     }
 }
 
