@@ -36,6 +36,35 @@ pub fn stage_sum(slow: &Value) -> u64 {
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }
 
+/// A `GET {path}` route of the basic server's `/sleep/N` handler: every
+/// request counted, and its handler and total medians slept the injected
+/// time ([`assert_slept`] against the client's median).
+pub fn assert_sleep_route(
+    report: &Value,
+    path: &str,
+    injected_ms: u32,
+    load: &crate::load::LoadResult,
+) {
+    let r = route(report, "GET", path).unwrap_or_else(|| panic!("route GET {path} missing"));
+    assert_eq!(num(r, "count"), load.responses(), "GET {path} count");
+    let Some(client) = load.p50_ms else {
+        panic!("GET {path}: hey reported no median");
+    };
+    let injected = f64::from(injected_ms);
+    assert_slept(
+        &format!("GET {path} handler p50"),
+        stage(r, "handler", "p50_us"),
+        injected,
+        client,
+    );
+    assert_slept(
+        &format!("GET {path} total p50"),
+        num(r, "p50_us"),
+        injected,
+        client,
+    );
+}
+
 /// A traced time (µs) of requests that slept `injected_ms` each and took
 /// `client_ms` as their client saw them. Never less than the sleep nor more
 /// than the client's time (2 ms either side for rounding and timer slack);

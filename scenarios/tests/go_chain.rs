@@ -10,7 +10,9 @@ use scenarios::{
     Server, TracerRun, free_port, go_binary,
     harness::{emulated, scratch_dir},
     load::{hey, wrk},
-    report::{assert_slept, num, route, slowest, stage, stage_sum, status_count},
+    report::{
+        assert_sleep_route, assert_slept, num, route, slowest, stage, stage_sum, status_count,
+    },
 };
 
 fn basic_server() -> Server {
@@ -44,23 +46,9 @@ fn handler_time_and_counts_match_the_injected_load() {
         "records were dropped"
     );
     for (path, injected, load) in [("/sleep/20", 20, &s20), ("/sleep/200", 200, &s200)] {
+        assert_sleep_route(report, path, injected, load);
         let r = route(report, "GET", path).unwrap_or_else(|| panic!("route GET {path} missing"));
-        assert_eq!(num(r, "count"), load.responses(), "GET {path} count");
         assert_eq!(status_count(r, 200), load.statuses[&200], "GET {path} 200s");
-        let (injected, client) = (f64::from(injected), load.p50_ms.expect("hey's median"));
-        let handler = stage(r, "handler", "p50_us");
-        assert_slept(
-            &format!("GET {path} handler p50"),
-            handler,
-            injected,
-            client,
-        );
-        assert_slept(
-            &format!("GET {path} total p50"),
-            num(r, "p50_us"),
-            injected,
-            client,
-        );
     }
 
     let r = route(report, "GET", "/stream").expect("route GET /stream");

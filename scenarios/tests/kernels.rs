@@ -16,7 +16,7 @@ use scenarios::{
     Server, TracerRun, free_port, go_binary,
     harness::scratch_dir,
     load::hey,
-    report::{assert_slept, num, route, stage},
+    report::{assert_sleep_route, num, route, stage},
     tracer_bin,
 };
 
@@ -55,22 +55,7 @@ fn trace_basic(name: &str, env: &[(&str, &str)]) -> scenarios::harness::TracerOu
         "records were dropped"
     );
     for (path, injected, load) in [("/sleep/20", 20, &s20), ("/sleep/200", 200, &s200)] {
-        let r = route(report, "GET", path).unwrap_or_else(|| panic!("route GET {path} missing"));
-        assert_eq!(num(r, "count"), load.responses(), "GET {path} count");
-        let (injected, client) = (f64::from(injected), load.p50_ms.expect("hey's median"));
-        let handler = stage(r, "handler", "p50_us");
-        assert_slept(
-            &format!("GET {path} handler p50"),
-            handler,
-            injected,
-            client,
-        );
-        assert_slept(
-            &format!("GET {path} total p50"),
-            num(r, "p50_us"),
-            injected,
-            client,
-        );
+        assert_sleep_route(report, path, injected, load);
     }
     let r = route(report, "GET", "/stream").expect("route GET /stream");
     assert_eq!(num(r, "count"), stream.responses());
